@@ -1,0 +1,40 @@
+# dstate for Python — developer entry points.
+# `make demo` and `make test` bootstrap .venv themselves on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit soak bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m examples.demo
+
+lint: $(STAMP)
+	$(PY) -m ruff check dstate_core dstate_pykka dstate_thespian tests examples bench
+	$(PY) -m ruff format --check dstate_core dstate_pykka dstate_thespian
+
+typecheck: $(STAMP)
+	$(PY) -m mypy --strict dstate_core dstate_pykka dstate_thespian
+
+unit: $(STAMP)
+	$(PY) -m pytest --cov=dstate_core --cov-report=term --cov-fail-under=90
+
+test: lint typecheck unit
+
+soak: $(STAMP)
+	DSTATE_SOAK=1 $(PY) -m pytest -q -m slow tests
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage

@@ -1,0 +1,1 @@
+"""dstate on Pykka."""
