@@ -1,0 +1,44 @@
+"""Rate-limited logging for peer garbage: once per (sender, reason) per period."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ._clock import Clock
+
+__all__ = ["RateLimitedLog"]
+
+
+class RateLimitedLog:
+    """Logs a message for a key at most once per ``period`` seconds of ``clock``.
+
+    Later occurrences within the period are counted and the count is reported
+    with the next message that gets through.
+    """
+
+    def __init__(self, logger: logging.Logger, clock: Clock, period: float = 60.0) -> None:
+        self._logger = logger
+        self._clock = clock
+        self._period = period
+        self._last: dict[tuple[str, ...], float] = {}
+        self._suppressed: dict[tuple[str, ...], int] = {}
+
+    def log(self, level: int, key: tuple[str, ...], msg: str, *args: Any) -> bool:
+        """Log ``msg % args`` unless ``key`` was logged within the period; True if logged."""
+        now = self._clock.now()
+        last = self._last.get(key)
+        if last is not None and now - last < self._period:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        skipped = self._suppressed.pop(key, 0)
+        if skipped:
+            msg += " (%d similar messages suppressed)"
+            args = (*args, skipped)
+        self._logger.log(level, msg, *args)
+        return True
+
+    def warning(self, key: tuple[str, ...], msg: str, *args: Any) -> bool:
+        """Shorthand for :meth:`log` at WARNING."""
+        return self.log(logging.WARNING, key, msg, *args)
