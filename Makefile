@@ -26,7 +26,7 @@ typecheck: $(STAMP)
 	$(PY) -m mypy --strict dstate_core dstate_pykka dstate_thespian
 
 unit: $(STAMP)
-	$(PY) -m pytest --cov=dstate_core --cov-report=term --cov-fail-under=90
+	$(PY) -m pytest -q --cov=dstate_core --cov-report=term --cov-fail-under=90
 
 test: lint typecheck unit
 

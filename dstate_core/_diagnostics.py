@@ -10,6 +10,7 @@ from ._generation import Generation
 __all__ = [
     "HealthStatus",
     "MetricCounters",
+    "PeerState",
     "PeerSyncStatus",
     "StateHealth",
     "StateSyncMetrics",
@@ -72,6 +73,59 @@ class StateSyncMetrics:
     bytes_sent: int = 0
     bytes_received: int = 0
     feed_batches_sent: int = 0
+
+
+@dataclass(slots=True)
+class PeerState:
+    """The mutable per-peer record behind :class:`PeerSyncStatus` (engine-private)."""
+
+    remote_generation: Generation | None = None
+    gap_count: int = 0
+    consecutive_failures: int = 0
+    last_sync_time: float | None = None
+    last_attempt_time: float | None = None
+    last_error: str | None = None
+    last_sync_latency_ms: float | None = None
+
+    def saw(self, generation: Generation) -> None:
+        """Remember the highest generation heard of from the peer."""
+        if self.remote_generation is None or generation > self.remote_generation:
+            self.remote_generation = generation
+
+    def failed(self, now: float, error: str) -> None:
+        """Record a failed sync attempt."""
+        self.consecutive_failures += 1
+        self.last_error = error
+        self.last_attempt_time = now
+
+    def synced(self, now: float, latency_ms: float | None) -> None:
+        """Record a successful sync."""
+        self.consecutive_failures = 0
+        self.last_error = None
+        self.last_sync_time = now
+        if latency_ms is not None:
+            self.last_sync_latency_ms = latency_ms
+
+    def row(
+        self,
+        node_id: str,
+        state_name: str,
+        view_generation: Generation | None,
+        synced_at: float | None,
+    ) -> PeerSyncStatus:
+        """The frozen status row."""
+        return PeerSyncStatus(
+            node_id=node_id,
+            state_name=state_name,
+            local_generation=view_generation,
+            remote_generation=self.remote_generation,
+            gap_count=self.gap_count,
+            consecutive_failures=self.consecutive_failures,
+            last_sync_time=synced_at if synced_at is not None else self.last_sync_time,
+            last_attempt_time=self.last_attempt_time,
+            last_error=self.last_error,
+            last_sync_latency_ms=self.last_sync_latency_ms,
+        )
 
 
 @dataclass(slots=True)

@@ -1,1 +1,16 @@
-"""dstate on Pykka."""
+"""dstate on Pykka: an :class:`~dstate_core._runtime.ActorRuntime` on Pykka threads.
+
+Build an in-process cluster by giving several runtimes one network::
+
+    network = PykkaNetwork(failure_timeout=5.0)
+    runtimes = [PykkaRuntime(node_id, network) for node_id in ("a", "b", "c")]
+    ...
+    network.close()  # shuts every runtime down
+"""
+
+from ._actor import PykkaActorRef
+from ._network import PykkaNetwork
+from ._runtime import PykkaRuntime
+from ._timers import ScheduledTimer
+
+__all__ = ["PykkaActorRef", "PykkaNetwork", "PykkaRuntime", "ScheduledTimer"]

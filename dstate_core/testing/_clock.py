@@ -22,7 +22,14 @@ class TestClock:
     def __init__(self, wall_ms: int = 1_700_000_000_000, start: float = 0.0) -> None:
         if isinstance(wall_ms, bool) or not isinstance(wall_ms, int) or wall_ms < 0:
             raise ValueError(f"TestClock(wall_ms=...) must be an int >= 0, got {wall_ms!r}")
+        if (
+            isinstance(start, bool)
+            or not isinstance(start, int | float)
+            or not math.isfinite(start)
+        ):
+            raise ValueError(f"TestClock(start=...) must be a finite number, got {start!r}")
         self._start_wall_ms = wall_ms
+        self._start = float(start)
         self._now = float(start)
         self._lock = threading.Lock()
 
@@ -32,7 +39,7 @@ class TestClock:
 
     def wall_ms(self) -> int:
         """Unix milliseconds: the starting wall time plus the time advanced."""
-        return self._start_wall_ms + round(self._now * 1000)
+        return self._start_wall_ms + round((self._now - self._start) * 1000)
 
     def advance(self, seconds: float) -> None:
         """Move both clocks forward.
@@ -50,7 +57,13 @@ class TestClock:
             self._now += seconds
 
     def set(self, now: float) -> None:
-        """Jump the monotonic clock to ``now`` (never backwards)."""
+        """Jump the clock forward to monotonic ``now`` (the wall clock moves with it).
+
+        Raises:
+            ValueError: ``now`` is not finite or is before the current time.
+        """
+        if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
+            raise ValueError(f"TestClock.set() needs a finite number, got {now!r}")
         with self._lock:
             if now < self._now:
                 raise ValueError(f"TestClock cannot go back from {self._now} to {now}")
