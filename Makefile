@@ -31,7 +31,7 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 soak: $(STAMP)
-	DSTATE_SOAK=1 $(PY) -m pytest -q -m slow tests
+	DSTATE_SOAK=1 $(PY) -m pytest -q tests/simulation tests/core/test_persistence_crash.py
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -58,10 +58,24 @@ def _copy_value(value: Any) -> Any:
     if kind is frozenset or isinstance(value, enum.Enum):
         return value
     if isinstance(value, BaseModel):
-        if value.model_config.get("frozen"):
+        clone = copy_model(value)
+        # A frozen model may still hold mutable containers: share it only when
+        # nothing inside it needed copying.
+        if value.model_config.get("frozen") and _shares_all(clone, value):
             return value
-        return copy_model(value)
+        return clone
     return copy.deepcopy(value)
+
+
+def _shares_all(clone: BaseModel, model: BaseModel) -> bool:
+    """True when ``clone`` holds the very same field, extra and private values as ``model``."""
+    return (
+        clone.__pydantic_extra__ is model.__pydantic_extra__
+        and clone.__pydantic_private__ is model.__pydantic_private__
+        and all(
+            a is b for a, b in zip(clone.__dict__.values(), model.__dict__.values(), strict=True)
+        )
+    )
 
 
 def copy_model(model: M) -> M:

@@ -27,7 +27,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from ._actions import Action, FinishQuery, NotifyView, StartTimer, TimerKey
+from ._actions import Action, CancelTimer, FinishQuery, NotifyView, StartTimer, TimerKey
 from ._clock import Clock
 from ._config import StateConfig, VersionMismatchPolicy
 from ._copying import copy_model
@@ -66,6 +66,9 @@ __all__ = ["ShardEngine"]
 S = TypeVar("S", bound=DistributedState)
 
 log = logging.getLogger("dstate.engine")
+
+#: Longest wait (s) between retries of a lost join exchange with a member.
+PROBE_BACKOFF_CAP = 30.0
 
 
 class ShardEngine(Generic[S]):
@@ -114,6 +117,8 @@ class ShardEngine(Generic[S]):
         self._peers: set[str] = set()
         self._departed: dict[str, Generation] = {}
         self._status: dict[str, PeerState] = {}
+        #: Failed join probes per peer without a view, for the retry backoff.
+        self._probe_failures: dict[str, int] = {}
         self._rate_log = RateLimitedLog(log, clock)
         #: Messages dropped before the receiver rules, by reason.
         self.drops: dict[str, int] = {}
@@ -297,29 +302,20 @@ class ShardEngine(Generic[S]):
             detail,
         )
 
-    def _admit(self, source: str, generation: Generation | None) -> bool:
-        """Is a message from ``source`` (at ``generation``) one to act on? (SPEC §7)"""
+    def _admit(self, source: str) -> bool:
+        """Is a message from ``source`` one to act on? Only members' are (SPEC §7).
+
+        A departed node's late messages are ignored until it joins again; the
+        node shell re-announces a node that is back (``PeerJoined``).
+        """
         if source in self._peers:
             return True
         if source == self.node_id:
             self._drop("own_node", source, "a message claiming to come from this node")
-            return False
-        departed = self._departed.get(source)
-        if departed is None:
+        elif source in self._departed:
+            self._metrics.stale_deltas_discarded += 1
+        else:
             self._drop("unknown_node", source, "the sender is not a known cluster member")
-            return False
-        if generation is not None and generation > departed:
-            log.info(
-                "state %r: peer %r is back at generation %s (it left at %s)",
-                self.name,
-                source,
-                generation,
-                departed,
-            )
-            del self._departed[source]
-            self._add_peer(source)
-            return True
-        self._metrics.stale_deltas_discarded += 1
         return False
 
     def _add_peer(self, node: str) -> None:
@@ -351,7 +347,7 @@ class ShardEngine(Generic[S]):
         source = snap.source_node
         self._metrics.snapshots_received += 1
         self._metrics.bytes_received += len(snap.payload)
-        if not self._admit(source, snap.generation):
+        if not self._admit(source):
             return []
         status = self._peer(source)
         status.saw(snap.generation)
@@ -395,7 +391,7 @@ class ShardEngine(Generic[S]):
         source = update.source_node
         self._metrics.deltas_received += 1
         self._metrics.bytes_received += len(update.payload)
-        if not self._admit(source, update.generation):
+        if not self._admit(source):
             return []
         status = self._peer(source)
         status.saw(update.generation)
@@ -471,7 +467,7 @@ class ShardEngine(Generic[S]):
         return [self._publisher.reply_to(source, request.request_id, self.own, own_view)]
 
     def _on_announced(self, source: str, generation: Generation) -> list[Action]:
-        if not self._admit(source, generation):
+        if not self._admit(source):
             return []
         self._peer(source).saw(generation)
         current = self._views.get(source)
@@ -507,6 +503,8 @@ class ShardEngine(Generic[S]):
         self._departed[node] = max(seen, default=Generation(0, 0))
         log.info("state %r: peer %r left; its view is removed", self.name, node)
         actions = self._pulls.forget(node)
+        if self._probe_failures.pop(node, None) is not None:
+            actions.append(CancelTimer(("probe", node)))
         if old is not None:
             actions.append(NotifyView(node, old, None))
         return actions
@@ -520,12 +518,25 @@ class ShardEngine(Generic[S]):
         if pull is None:
             return []
         now = self._clock.now()
+        actions: list[Action] = []
         if failure is None:
+            self._probe_failures.pop(node, None)
             self._peer(node).last_sync_latency_ms = (now - pull.started_at) * 1000.0
         elif not recorded and (not pull.probe or node in self._views):
             self._metrics.sync_failures += 1
             self._peer(node).failed(now, failure)
-        return self._pulls.settle_waiters(node, failure)
+        if failure is not None and node in self._peers and node not in self._views:
+            actions.append(self._retry_probe(node))
+        actions.extend(self._pulls.settle_waiters(node, failure))
+        return actions
+
+    def _retry_probe(self, node: str) -> StartTimer:
+        """Ask again later for the snapshot of a member we have no view of (the join
+        exchange may have been lost); the delay doubles up to ``PROBE_BACKOFF_CAP``."""
+        failures = self._probe_failures.get(node, 0) + 1
+        self._probe_failures[node] = failures
+        delay = min(PROBE_BACKOFF_CAP, self.config.pull_timeout * 2 ** (failures - 1))
+        return StartTimer(("probe", node), delay)
 
     def _on_query(self, query_id: int, max_staleness: float) -> list[Action]:
         stale = self._views.stale(self._clock.now(), max_staleness)
@@ -547,6 +558,11 @@ class ShardEngine(Generic[S]):
                 self._metrics.sync_failures += 1
                 log.error("state %r: could not encode the own update: %s", self.name, exc)
                 return []
+        if len(key) == 2 and key[0] == "probe":
+            node = key[1]
+            if isinstance(node, str) and node in self._peers and node not in self._views:
+                return self._pulls.ensure(node, probe=True)
+            return []
         if len(key) == 3 and key[0] == "pull":
             node, request_id = key[1], key[2]
             if isinstance(node, str) and isinstance(request_id, int):

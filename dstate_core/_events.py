@@ -28,12 +28,25 @@ class MessageReceived:
 
     message: FullSnapshot | DeltaUpdate | RequestSnapshot | SnapshotReply
 
+    @property
+    def source_node(self) -> str:
+        """The node the message claims to come from."""
+        message = self.message
+        if isinstance(message, SnapshotReply):
+            return message.snapshot.source_node
+        return message.source_node
+
 
 @dataclass(frozen=True, slots=True)
 class ChangeAnnounced:
     """A peer's change feed announced a newer generation of its shard."""
 
     notification: ChangeNotification
+
+    @property
+    def source_node(self) -> str:
+        """The node whose shard changed."""
+        return self.notification.source_node
 
 
 @dataclass(frozen=True, slots=True)

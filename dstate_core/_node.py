@@ -266,8 +266,23 @@ class DStateNode:
     def _on_inbound(self, data: Any) -> None:
         for state_name, event in self._router.route(data, self._shards):
             shard = self._shards.get(state_name)
-            if shard is not None:
-                shard.deliver(event)
+            if shard is None:
+                continue
+            source = event.source_node
+            if source not in self._members and source != self.node_id:
+                self._readmit_if_live(source)
+            shard.deliver(event)
+
+    def _readmit_if_live(self, node_id: str) -> None:
+        """A message from a non-member: if the runtime shows it live (its inbox is in the
+        group), it came back after a NodeLeft that was processed late; re-add it."""
+        with self._lock:
+            if node_id in self._members or self._find_inbox(node_id) is None:
+                return
+            log.info("node %r: %r is live again; re-adding it", self.node_id, node_id)
+            self._members.add(node_id)
+            for shard in self._shards.values():
+                shard.deliver(PeerJoined(node_id))
 
     def _on_feed(self, msg: Any) -> None:
         if isinstance(msg, ChangeNotification):
@@ -293,8 +308,17 @@ class DStateNode:
                 self._members.add(event.node_id)
                 shard_event: PeerJoined | PeerLeft = PeerJoined(event.node_id)
             elif isinstance(event, NodeLeft):
-                self._members.discard(event.node_id)
                 self._inboxes.pop(event.node_id, None)
+                if self._find_inbox(event.node_id) is not None:
+                    # A late NodeLeft: the node crashed and is already back (its new
+                    # inbox is in the group). Removing its views now would leave a hole.
+                    log.info(
+                        "node %r: ignored a late NodeLeft of %r, which has re-joined",
+                        self.node_id,
+                        event.node_id,
+                    )
+                    return
+                self._members.discard(event.node_id)
                 shard_event = PeerLeft(event.node_id)
             else:
                 return

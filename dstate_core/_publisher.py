@@ -96,6 +96,9 @@ class Publisher:
         self._broadcast_gen: Generation | None = None
         self._window: _Window | None = None
         self._snapshot: FullSnapshot | None = None
+        # The StateObject the cached snapshot was made from: a failed save can leave
+        # a snapshot of an uncommitted state at the generation the next mutation reuses.
+        self._snapshot_of: StateObject[Any] | None = None
         self._peer_count = 0
 
     def set_peer_count(self, count: int) -> None:
@@ -109,9 +112,9 @@ class Publisher:
     # -- messages -----------------------------------------------------------------
 
     def snapshot(self, own: StateObject[Any], view: Any) -> FullSnapshot:
-        """The own snapshot at ``own``'s generation (serialized once per generation)."""
+        """The own snapshot of ``own`` (serialized once per committed state object)."""
         cached = self._snapshot
-        if cached is not None and cached.generation == own.generation:
+        if cached is not None and self._snapshot_of is own:
             return cached
         if self._delta_type is not None:
             payload = self._delta_type.serialize_view(view)
@@ -126,7 +129,7 @@ class Publisher:
             created_time=own.created_time,
             modified_time=own.modified_time,
         )
-        self._snapshot = snap
+        self._snapshot, self._snapshot_of = snap, own
         return snap
 
     def _delta_frame(self, own: StateObject[Any], delta: BaseModel) -> bytes:

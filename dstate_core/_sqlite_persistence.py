@@ -133,7 +133,7 @@ class _Database:
             if str(mode).lower() != "wal":
                 raise PersistError(f"{self.where}: cannot use WAL mode (got {mode!r})")
             conn.execute("PRAGMA synchronous=FULL")
-            problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
+            problems = [row[0] for row in conn.execute("PRAGMA integrity_check")]
             if problems != ["ok"]:
                 raise PersistError(
                     f"{self.where}: the database is corrupt: {'; '.join(problems[:5])}"
@@ -266,7 +266,8 @@ class SqlitePersistence:
         """
         name = name_of_binding(state)
         with self._db.lock:
-            self._check_open()
+            if self._closed:
+                raise PersistError(f"{self._db.where} is closed")
             if self._name == name:
                 self.bind(state)
                 return self
@@ -308,7 +309,7 @@ class SqlitePersistence:
         """Fail early when the database cannot be written.
 
         Probes the directory with a temporary file, then opens the database
-        (creating it and its tables), runs ``PRAGMA quick_check`` and a write
+        (creating it and its tables), runs ``PRAGMA integrity_check`` and a write
         transaction.
 
         Raises:

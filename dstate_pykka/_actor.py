@@ -206,9 +206,12 @@ class PykkaActorRef:
             ActorSendError: a local actor is stopped (or stops before replying).
             TypeError: a non-``bytes`` message to an actor on another node.
             NodeShutdownError: a cross-node ask from a runtime that was shut down.
+            RuntimeError: an actor asked itself (that could only time out).
             Exception: whatever the handler raised.
         """
         seconds = check_positive_seconds("timeout", timeout)
+        if self._cell.thread_ident == threading.get_ident():
+            raise RuntimeError(f"{self._cell.describe()} cannot ask itself from its own handler")
         deadline = time.monotonic() + seconds
         self.check_message(msg)
         future = self._put_ask(msg)

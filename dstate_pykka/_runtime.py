@@ -21,13 +21,12 @@ from dstate_core._runtime import (
     ClusterEvent,
     Handler,
     SubscriptionId,
-    TimerHandle,
     check_positive_seconds,
 )
 
 from ._actor import PykkaActorRef, _Cell, _HandlerActor
 from ._network import PykkaNetwork
-from ._timers import TimerScheduler
+from ._timers import ScheduledTimer, TimerScheduler
 
 if TYPE_CHECKING:
     from dstate_core._runtime import ActorRuntime, ClusterEvents
@@ -193,7 +192,7 @@ class PykkaRuntime:
 
     # -- timers -----------------------------------------------------------------
 
-    def send_after(self, ref: ActorRef, seconds: float, msg: Any) -> TimerHandle:
+    def send_after(self, ref: ActorRef, seconds: float, msg: Any) -> ScheduledTimer:
         """Send ``msg`` to ``ref`` once, after ``seconds``.
 
         Raises:
@@ -204,7 +203,7 @@ class PykkaRuntime:
         """
         return self._schedule(ref, check_positive_seconds("seconds", seconds), None, msg)
 
-    def send_interval(self, ref: ActorRef, seconds: float, msg: Any) -> TimerHandle:
+    def send_interval(self, ref: ActorRef, seconds: float, msg: Any) -> ScheduledTimer:
         """Send ``msg`` to ``ref`` every ``seconds``, first after ``seconds``.
 
         A fire whose target has stopped is dropped (counted in
@@ -221,7 +220,7 @@ class PykkaRuntime:
 
     def _schedule(
         self, ref: ActorRef, delay: float, interval: float | None, msg: Any
-    ) -> TimerHandle:
+    ) -> ScheduledTimer:
         self._check_open("set a timer")
         target = _pykka_ref(ref)
         if not target.alive:

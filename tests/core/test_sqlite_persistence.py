@@ -498,11 +498,17 @@ class TestCorruptDatabase:
             SqlitePersistence(db_path) as db,
             db.for_state("counter") as counter,
             db.for_state("gauge") as gauge,
+            db.for_state(Stock) as stock,
         ):
             counter.save(obj({"value": 1, "pad": "p" * 3000}, 9), None)
             gauge.save(obj({"level": 2.0}, 4), None)
+            state = Stock()
+            stock.save(obj(state, 1), None)
+            for age in range(2, 6):
+                state = mutate_stock(stock, state, age, f"k{age}", age)
+            assert stock.pending_deltas == 4
         assert not db_path.with_name("node.db-wal").exists()
-        return {"value": 1, "pad": "p" * 3000}
+        return {"value": 1, "pad": "p" * 3000, "stock": state.to_storage()}
 
     def test_corrupt_row_checksum(self, db_path: Path, saved: dict[str, Any]) -> None:
         with sqlite3.connect(db_path) as conn:
@@ -520,29 +526,34 @@ class TestCorruptDatabase:
     def test_flipped_bytes_in_file_never_load_a_wrong_record(
         self, db_path: Path, saved: dict[str, Any], tmp_path: Path
     ) -> None:
+        # integrity_check at open matters here: a flip in the name index would
+        # otherwise hide the row, and the state would silently load as "nothing".
         original = db_path.read_bytes()
         copy = tmp_path / "copy.db"
-        errors = clean = 0
-        for offset in range(0, len(original), 37):
+        outcomes = {"error": 0, "clean": 0}
+        for offset in range(0, len(original), 11):
             damaged = bytearray(original)
             damaged[offset] ^= 0x5A
             copy.write_bytes(bytes(damaged))
             for suffix in ("-wal", "-shm"):
                 copy.with_name(copy.name + suffix).unlink(missing_ok=True)
-            store = SqlitePersistence(copy, "counter")
-            try:
-                loaded = store.load()
-            except PersistError:
-                errors += 1
-                continue
-            finally:
-                store.close()
-            assert loaded is not None, f"flip at {offset} lost the row silently"
-            assert loaded.value == saved
-            assert loaded.generation == Generation(INCARNATION, 9)
-            clean += 1
-        assert errors > 10
-        assert clean > 0  # flips in unused space are harmless
+            with SqlitePersistence(copy) as db:
+                for name, age, expected in (
+                    ("counter", 9, {"value": 1, "pad": "p" * 3000}),
+                    ("stock", 5, saved["stock"]),
+                ):
+                    store = db.for_state(Stock if name == "stock" else name)
+                    try:
+                        loaded = store.load()
+                    except PersistError:
+                        outcomes["error"] += 1
+                        continue
+                    assert loaded is not None, f"flip at {offset} lost {name} silently"
+                    assert loaded.value == expected, f"flip at {offset} changed {name}"
+                    assert loaded.generation == Generation(INCARNATION, age)
+                    outcomes["clean"] += 1
+        assert outcomes["error"] > 100
+        assert outcomes["clean"] > 100  # flips in unused space are harmless
 
     def test_garbage_and_truncated_files(self, db_path: Path, saved: dict[str, Any]) -> None:
         original = db_path.read_bytes()

@@ -223,6 +223,15 @@ class TestAsk:
             ref.ask("x", timeout=0.1)
         assert time.monotonic() - start < 1.0
 
+    def test_asking_itself_fails_fast(self, runtime: PykkaRuntime) -> None:
+        refs: list[PykkaActorRef] = []
+        ref = runtime.spawn("narcissus", lambda m: refs[0].ask("me?", timeout=5.0))
+        refs.append(ref)
+        start = time.monotonic()
+        with pytest.raises(RuntimeError, match="cannot ask itself"):
+            ref.ask("go", timeout=5.0)
+        assert time.monotonic() - start < 1.0
+
     def test_pending_reply_on_a_tell_is_ignored(self, runtime: PykkaRuntime) -> None:
         ref = runtime.spawn("deferred", lambda m: PendingReply() if m == "p" else "ok")
         ref.send("p")

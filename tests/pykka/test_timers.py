@@ -73,7 +73,7 @@ class TestSendInterval:
         assert wait_until(lambda: rec.count("tick") >= 1)
         ref.stop()
         assert wait_until(lambda: runtime.dropped_timer_fires == 1)
-        assert wait_until(lambda: timer.cancelled)  # type: ignore[attr-defined]
+        assert wait_until(lambda: timer.cancelled)
 
     def test_stopped_target_is_rejected_up_front(self, runtime: PykkaRuntime) -> None:
         ref = runtime.spawn("x", Recorder())
@@ -91,7 +91,7 @@ class TestSendInterval:
         assert wait_until(lambda: rec.count(b"tick") >= 1)
         target.stop()
         assert wait_until(lambda: a.dropped_timer_fires == 1)
-        assert timer.cancelled  # type: ignore[attr-defined]
+        assert timer.cancelled
 
     def test_cancel_after_shutdown_is_a_no_op(self, runtime: PykkaRuntime) -> None:
         ref = runtime.spawn("x", Recorder())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Any
 
@@ -124,7 +125,7 @@ def test_reorder_lets_following_messages_overtake() -> None:
     net.set_faults(reorder=0.2)
     got = blast(net)
     assert sorted(got) == list(range(N))
-    overtaken = sum(1 for before, after in zip(got, got[1:], strict=False) if before > after)
+    overtaken = sum(1 for before, after in itertools.pairwise(got) if before > after)
     assert 0.1 * N < overtaken < 0.3 * N
 
 
@@ -270,6 +271,7 @@ def test_late_node_left_fires_even_after_the_node_came_back() -> None:
 
 def test_crashed_node_timers_and_in_flight_messages_are_lost() -> None:
     net = make("a", "b")
+    b = net.runtime("b")
     ref_b, got_b = sink(net, "b")
     net.runtime("b").send_interval(ref_b, 0.5, "tick")
     net.runtime("b").send_after(ref_b, 0.7, "once")
@@ -279,10 +281,11 @@ def test_crashed_node_timers_and_in_flight_messages_are_lost() -> None:
     net.advance(3.0)
     assert got_b == []
     assert net.messages_dropped == 1
-    assert net.next_event_time() is None  # the dead timers are gone
+    assert net.next_event_time() == 5.0  # only the late NodeLeft: the dead timers are gone
     assert [ref.node_id for ref in net.runtime("a").group_members("g")] == []
     with pytest.raises(NodeShutdownError, match="crashed"):
-        net.runtime("a")  # type: ignore[unused-ignore]  # a is live; b is not
+        b.spawn("after the crash", print)
+    with pytest.raises(KeyError):
         net.runtime("b")
 
 
@@ -396,15 +399,13 @@ def test_blocking_calls_inside_a_handler_raise_a_clear_error() -> None:
     assert len(errors) == 2
     assert "would deadlock" in str(errors[0])
     assert "would deadlock" in str(errors[1])
-    with pytest.raises(RuntimeError, match="would deadlock"):
-        ref.ask("ask-inside-ask", 1.0) if False else _ask_from_callback(net)
 
 
-def _ask_from_callback(net: SimNetwork) -> None:
-    """A cluster-event callback that asks gets the error too (raised here for the test)."""
-    caught: list[BaseException] = []
+def test_a_cluster_event_callback_cannot_ask() -> None:
+    net = make("a")
     a = net.runtime("a")
     target = a.spawn("target", lambda msg: msg)
+    caught: list[BaseException] = []
 
     def callback(_event: ClusterEvent) -> None:
         try:
@@ -414,7 +415,9 @@ def _ask_from_callback(net: SimNetwork) -> None:
 
     a.cluster_events.subscribe(callback)
     net.add_runtime("z")
-    raise caught[0]
+    assert len(caught) == 1
+    assert "would deadlock" in str(caught[0])
+    assert target.ask("outside", 1.0) == "outside"
 
 
 def test_a_raising_handler_is_logged_and_survives(caplog: pytest.LogCaptureFixture) -> None:
@@ -450,7 +453,12 @@ def test_ask_runs_only_the_target_mailbox_and_keeps_time() -> None:
     bystander: list[Any] = []
     other = a.spawn("bystander", bystander.append)
     order: list[Any] = []
-    ref = a.spawn("target", lambda msg: order.append(msg) or len(order))
+
+    def target(msg: Any) -> int:
+        order.append(msg)
+        return len(order)
+
+    ref = a.spawn("target", target)
     other.send("waits")
     ref.send("first")
     assert ref.ask("second", 1.0) == 2
@@ -492,3 +500,100 @@ def test_stopping_an_actor_fails_asks_queued_behind_its_stop() -> None:
     refs[0].send("stop please")
     with pytest.raises(ActorSendError, match="stopped before it replied"):
         refs[0].ask("too late", 1.0)
+
+
+# -- API edges ---------------------------------------------------------------
+
+
+def test_runtime_api_validates_its_arguments() -> None:
+    net = make("a", "b")
+    a = net.runtime("a")
+    ref = a.spawn("x", print)
+    with pytest.raises(ValueError, match="already running"):
+        a.spawn("x", print)
+    with pytest.raises(ValueError, match="non-empty"):
+        a.spawn("", print)
+    with pytest.raises(TypeError, match="callable"):
+        a.spawn("y", "not callable")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="non-empty"):
+        TestRuntime("", net)
+    with pytest.raises(TypeError, match="TestClock"):
+        SimNetwork(object())  # type: ignore[arg-type]
+    assert a.actor("x") == ref
+    assert hash(a.actor("x")) == hash(ref)
+    with pytest.raises(KeyError, match="no running actor"):
+        a.actor("nobody")
+    with pytest.raises(KeyError, match="not live"):
+        net.runtime("nobody")
+    with pytest.raises(ValueError, match="seconds"):
+        a.send_after(ref, 0, "x")
+    other = SimNetwork(TestClock()).add_runtime("a").spawn("x", print)
+    with pytest.raises(ValueError, match="another SimNetwork"):
+        a.send_after(other, 1.0, "x")
+    with pytest.raises(TypeError, match="node id"):
+        net.set_faults(src=1)  # type: ignore[arg-type]
+    assert "TestRuntime(node_id='a'" in repr(a)
+    assert repr(ref) == "TestActorRef(node_id='a', name='x')"
+    assert "seed=0" in repr(net)
+
+
+def test_groups_take_local_live_actors_only() -> None:
+    net = make("a", "b")
+    a, b = net.runtime("a"), net.runtime("b")
+    ref_b = b.spawn("member", print)
+    b.join_group("g", ref_b)
+    remote_b = remote(net, "a", "b", "member")
+    with pytest.raises(ValueError, match="takes an actor of node 'a'"):
+        a.join_group("g", remote_b)
+    dead = a.spawn("dead", print)
+    dead.stop()
+    assert not dead.alive
+    assert "stopped" in repr(dead)
+    with pytest.raises(ActorSendError):
+        a.join_group("g", dead)
+    with pytest.raises(ActorSendError):
+        a.send_after(dead, 1.0, "x")
+    b.leave_group("g", ref_b)
+    b.leave_group("other", ref_b)
+    assert a.group_members("g") == []
+
+
+def test_timers_to_remote_actors_cross_the_wire() -> None:
+    net = make("a", "b")
+    _ref_b, got = sink(net, "b")
+    to_b = remote(net, "a", "b")
+    with pytest.raises(TypeError, match="bytes"):
+        net.runtime("a").send_interval(to_b, 1.0, "not bytes")
+    handle = net.runtime("a").send_interval(to_b, 1.0, b"tick")
+    assert handle.active
+    assert "every 1.0s" in repr(handle)
+    net.advance(2.0)
+    assert got == [b"tick", b"tick"]
+    assert net.messages_sent == 2
+    handle.cancel()
+    assert not handle.active
+
+
+def test_a_bare_node_id_is_a_partition_group() -> None:
+    net = make("a", "b", "c")
+    _rb, got_b = sink(net, "b")
+    _rc, got_c = sink(net, "c")
+    net.partition("a", ["b", "c"])
+    remote(net, "a", "b").send(b"cut")
+    remote(net, "c", "b").send(b"same side")
+    net.run_until_idle()
+    assert got_b == [b"same side"]
+    assert got_c == []
+
+
+def test_stopped_remote_actor_silently_loses_messages() -> None:
+    net = make("a", "b")
+    ref_b, got = sink(net, "b")
+    to_b = remote(net, "a", "b")
+    ref_b.stop()
+    to_b.send(b"into the void")  # a real sender cannot tell either
+    net.run_until_idle()
+    assert got == []
+    assert net.messages_dropped == 1
+    net.inject("a", ref_b, b"also lost")
+    assert net.messages_dropped == 2

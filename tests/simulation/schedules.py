@@ -1,0 +1,235 @@
+"""Seeded random schedules over the deterministic cluster, with invariants checked at each step.
+
+One schedule = one seed: a 3-4 node cluster, one state type, one strategy, and
+a random sequence of mutations, time steps, faults, partitions, crashes,
+restarts (with and without persistence), leaves and joins. After every step:
+
+* no replica's view of a peer ever moves to an older generation (within one
+  lifetime of the observing node), so no departed incarnation reappears;
+* a node that left (cleanly, or crashed past the failure timeout) and has not
+  come back is in no live node's view map.
+
+At the end the network is healed, and after periodic sync (where configured),
+one pull-on-query round and ``run_until_idle`` every live node's view of every
+live peer equals that peer's own view.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dstate_core import Generation, StateConfig, StalePeerError, SyncStrategy
+from dstate_core._engine import PROBE_BACKOFF_CAP
+from dstate_core.testing import (
+    DeterministicCluster,
+    InMemoryPersistence,
+    TestDeltaState,
+    TestState,
+    UrgentDeltaState,
+)
+
+FAILURE_TIMEOUT = 3.0
+SYNC_INTERVAL = 2.0
+
+STRATEGIES: dict[str, Callable[[], SyncStrategy]] = {
+    "active_push": SyncStrategy.active_push,
+    "feed_lazy_pull": SyncStrategy.feed_lazy_pull,
+    "feed_with_periodic_sync": lambda: SyncStrategy.feed_with_periodic_sync(SYNC_INTERVAL),
+    "periodic_only": lambda: SyncStrategy.periodic_only(SYNC_INTERVAL),
+}
+STATE_TYPES: list[type[Any]] = [TestState, TestDeltaState, UrgentDeltaState]
+
+
+class InvariantViolation(AssertionError):
+    """A schedule broke an invariant; the message tells how to replay it."""
+
+
+@dataclass
+class Schedule:
+    """One seeded run; :meth:`run` raises :class:`InvariantViolation` on a bug."""
+
+    seed: int
+    steps: int = 40
+    log: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        rng = self.rng
+        self.state_type = rng.choice(STATE_TYPES)
+        self.strategy_name = rng.choice(sorted(STRATEGIES))
+        self.node_ids = [f"n{i}" for i in range(rng.choice((3, 3, 4)))]
+        self.stores = {node: InMemoryPersistence() for node in self.node_ids}
+        self.persistent = {node: rng.random() < 0.5 for node in self.node_ids}
+        self.crashed: dict[str, float] = {}
+        self.removed: set[str] = set()
+        self.highest: dict[tuple[int, str], Generation] = {}
+
+    # -- set-up -------------------------------------------------------------------
+
+    def config(self, node: str) -> StateConfig:
+        return StateConfig(
+            sync_strategy=STRATEGIES[self.strategy_name](),
+            persistence=self.stores[node] if self.persistent[node] else None,
+            pull_timeout=0.5,
+            default_staleness=5.0,
+        )
+
+    def register(self, node: str) -> None:
+        self.cluster.node(node).register(self.state_type, self.config(node))
+
+    def shard(self, node: str) -> Any:
+        return self.cluster.node(node).lookup(self.state_type.NAME)
+
+    def fail(self, what: str) -> None:
+        tail = "\n  ".join(self.log[-25:])
+        raise InvariantViolation(
+            f"seed {self.seed} ({self.state_type.__name__}, {self.strategy_name}, "
+            f"nodes {self.node_ids}): {what}\n  last steps:\n  {tail}\n"
+            f"replay: DSTATE_SEED={self.seed} pytest tests/simulation -k replay"
+        )
+
+    # -- steps --------------------------------------------------------------------
+
+    def mutate(self, node: str) -> None:
+        shard = self.shard(node)
+        rng = self.rng
+        if self.state_type is TestState:
+            amount = rng.randint(1, 9)
+            shard.mutate(TestState.increment(amount))
+            self.log.append(f"{node}.mutate(+{amount})")
+            return
+        prefix = ""
+        if self.state_type is UrgentDeltaState:
+            prefix = rng.choice(("", "", "now:", "late:", "quiet:"))
+        key = f"{prefix}k{rng.randint(0, 3)}"
+        shard.mutate_with_delta(self.state_type.bump(key, rng.randint(1, 5)))
+        self.log.append(f"{node}.bump({key})")
+
+    def step(self) -> None:
+        rng, cluster = self.rng, self.cluster
+        live = cluster.node_ids
+        roll = rng.random()
+        if roll < 0.40 and live:
+            self.mutate(rng.choice(live))
+        elif roll < 0.55:
+            seconds = rng.choice((0.1, 0.3, 0.7, 1.5, 3.5))
+            cluster.advance(seconds)
+            self.log.append(f"advance({seconds})")
+        elif roll < 0.65:
+            cluster.run_until_idle()
+            self.log.append("run_until_idle()")
+        elif roll < 0.70:
+            nodes = list(self.node_ids)
+            rng.shuffle(nodes)
+            cut = rng.randint(1, len(nodes) - 1)
+            cluster.partition(nodes[:cut], nodes[cut:])
+            self.log.append(f"partition({nodes[:cut]}, {nodes[cut:]})")
+        elif roll < 0.75:
+            cluster.heal()
+            self.log.append("heal()")
+        elif roll < 0.79:
+            faults = {
+                "drop": rng.choice((0.0, 0.1, 0.3)),
+                "duplicate": rng.choice((0.0, 0.1, 0.2)),
+                "reorder": rng.choice((0.0, 0.2, 0.5)),
+                "delay": rng.choice((0.0, 0.2, 0.8)),
+            }
+            cluster.set_faults(**faults)
+            self.log.append(f"set_faults({faults})")
+        elif roll < 0.82:
+            cluster.clear_faults()
+            self.log.append("clear_faults()")
+        elif roll < 0.87 and len(live) > 2:
+            node = rng.choice(live)
+            cluster.crash(node)
+            self.crashed[node] = cluster.clock.now()
+            self.log.append(f"crash({node})")
+        elif roll < 0.93 and (self.crashed or self.removed):
+            node = rng.choice(sorted(set(self.crashed) | self.removed))
+            self.persistent[node] = rng.random() < 0.5
+            if not self.persistent[node]:
+                # A lifetime without persistence must not leave an older record behind
+                # for a later persistent restart to resume from.
+                self.stores[node].clear()
+            if node in self.removed:
+                cluster.add_node(node)
+            else:
+                cluster.restart(node)
+            self.crashed.pop(node, None)
+            self.removed.discard(node)
+            self.register(node)
+            self.log.append(f"restart({node}, persistent={self.persistent[node]})")
+        elif roll < 0.95 and len(live) > 2:
+            node = rng.choice(live)
+            cluster.remove_node(node)
+            self.removed.add(node)
+            self.log.append(f"remove_node({node})")
+        elif live:
+            node = rng.choice(live)
+            bound = rng.choice((0.0, 1.0, 5.0))
+            try:
+                self.shard(node).query(lambda views: len(views), max_staleness=bound)
+                self.log.append(f"{node}.query({bound}) ok")
+            except StalePeerError as exc:
+                self.log.append(f"{node}.query({bound}) stale: {exc.node_id}")
+
+    # -- invariants ---------------------------------------------------------------
+
+    def check(self) -> None:
+        now = self.cluster.clock.now()
+        gone = set(self.removed) | {
+            node for node, when in self.crashed.items() if now - when > FAILURE_TIMEOUT + 0.01
+        }
+        for observer in self.cluster.node_ids:
+            lifetime = id(self.cluster.node(observer))
+            for owner, view in self.shard(observer).snapshot().items():
+                key = (lifetime, owner)
+                best = self.highest.get(key)
+                if best is not None and view.generation < best:
+                    self.fail(
+                        f"{observer}'s view of {owner} went back from {best} to {view.generation}"
+                    )
+                self.highest[key] = view.generation
+                if owner in gone and self.drained:
+                    self.fail(f"{observer} still holds a view of departed {owner}")
+
+    def converge(self) -> None:
+        cluster = self.cluster
+        cluster.heal()
+        cluster.clear_faults()
+        # Past the failure timeout, two sync intervals and the longest join-probe backoff.
+        cluster.advance(FAILURE_TIMEOUT + 2 * SYNC_INTERVAL + PROBE_BACKOFF_CAP + 1.0)
+        for node in cluster.node_ids:
+            self.shard(node).query(lambda views: None, max_staleness=0.0)
+        cluster.run_until_idle()
+        live = cluster.node_ids
+        for observer in live:
+            views = self.shard(observer).snapshot()
+            if sorted(views) != live:
+                self.fail(f"{observer} holds views of {sorted(views)}, expected {live}")
+            for owner in live:
+                own = self.shard(owner).snapshot()[owner]
+                seen = views[owner]
+                if (seen.generation, seen.value) != (own.generation, own.value):
+                    self.fail(
+                        f"{observer}'s view of {owner} is {seen.generation} {seen.value!r}, "
+                        f"but {owner} is at {own.generation} {own.value!r}"
+                    )
+
+    def run(self) -> None:
+        with DeterministicCluster(
+            self.node_ids, seed=self.seed, failure_timeout=FAILURE_TIMEOUT
+        ) as cluster:
+            self.cluster = cluster
+            for node in self.node_ids:
+                self.register(node)
+            cluster.run_until_idle()
+            for _ in range(self.steps):
+                self.step()
+                self.drained = self.log[-1].startswith(("advance", "run_until_idle"))
+                self.check()
+            self.drained = False
+            self.converge()
