@@ -136,6 +136,11 @@ class ShardEngine(Generic[S]):
             )
 
     @property
+    def view_table(self) -> ViewTable:
+        """The view table (read its ``published`` attribute from any thread)."""
+        return self._views
+
+    @property
     def published(self) -> PublishedViews:
         """The current read-only view map with its O(1) freshness summary."""
         return self._views.published

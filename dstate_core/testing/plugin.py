@@ -17,6 +17,9 @@ import pytest
 from ._clock import TestClock
 from ._persistence import InMemoryPersistence
 
+# Let the conformance suite's asserts explain themselves when a runtime fails it.
+pytest.register_assert_rewrite("dstate_core.testing.conformance")
+
 
 @pytest.fixture
 def dstate_clock() -> TestClock:

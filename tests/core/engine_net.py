@@ -1,12 +1,18 @@
 """A minimal, deterministic wiring of several ShardEngines for engine tests.
 
 No runtime and no actors: actions are carried out by hand, messages queue in
-one FIFO per destination, timers live in a dict keyed by (node, key).
+one FIFO for the whole net, timers live in a dict per node keyed by
+``(owner, key)`` where ``owner`` is a state name or ``"feed"``.
+
+Every node runs one engine per state type given to the net (all sharing the
+node's one :class:`ChangeFeedAggregator` and :class:`InboundRouter`), so a feed
+batch can carry several state types at once.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,30 +28,48 @@ from dstate_core._actions import (
 )
 from dstate_core._config import ChangeFeedConfig, StateConfig
 from dstate_core._engine import ShardEngine
-from dstate_core._events import PeerJoined, PeerLeft, TimerFired
+from dstate_core._events import PeerJoined, PeerLeft, QueryStarted, TimerFired
 from dstate_core._feed import FEED_TIMER, ChangeFeedAggregator
 from dstate_core._generation import IncarnationSource
 from dstate_core._inbox import InboundRouter
+from dstate_core._messages import Message
 from dstate_core._wire import WireCodec
 from dstate_core.testing import TestClock
+
+FEED = "feed"
 
 
 @dataclass
 class Node:
-    engine: ShardEngine[Any]
+    engines: dict[str, ShardEngine[Any]]
     feed: ChangeFeedAggregator
     router: InboundRouter
-    timers: dict[tuple[Any, ...], tuple[float, float, bool]] = field(default_factory=dict)
+    primary: str
+    timers: dict[tuple[str, tuple[Any, ...]], tuple[float, float, bool]] = field(
+        default_factory=dict
+    )
     notified: list[NotifyView] = field(default_factory=list)
     finished: dict[int, FinishQuery] = field(default_factory=dict)
 
+    @property
+    def engine(self) -> ShardEngine[Any]:
+        """The engine of the net's first (primary) state type."""
+        return self.engines[self.primary]
+
 
 class EngineNet:
-    """Several nodes, each with one engine of the same state type."""
+    """Several nodes, each with one engine per state type of the net.
+
+    Args:
+        state_type: one state type, or several (the first is the primary one
+            that :meth:`engine`, :meth:`mutate` and :meth:`view` use by default).
+        node_ids: the nodes to start with (joined one after the other).
+        config: the default config of every engine.
+    """
 
     def __init__(
         self,
-        state_type: type,
+        state_type: type | Sequence[type],
         node_ids: list[str],
         config: StateConfig | None = None,
         *,
@@ -54,63 +78,114 @@ class EngineNet:
         clock: TestClock | None = None,
     ) -> None:
         self.clock = clock or TestClock()
-        self.state_type = state_type
+        types = list(state_type) if isinstance(state_type, Sequence) else [state_type]
+        self.state_types: list[type] = types
+        self.state_type = types[0]
         self.config = config or StateConfig()
         self.codec = WireCodec(secret)
         self.batch_interval = batch_interval
         self.nodes: dict[str, Node] = {}
         self.queue: deque[tuple[str, bytes]] = deque()
+        #: Every (destination, bytes) ever queued, oldest first.
         self.sent: list[tuple[str, bytes]] = []
+        #: Every (source, destination, bytes) ever queued, oldest first.
+        self.log: list[tuple[str, str, bytes]] = []
         self.incarnations: dict[str, IncarnationSource] = {}
+        #: Called with (source, destination, bytes) before queueing; False drops it.
+        self.link_filter: Callable[[str, str, bytes], bool] | None = None
         for node_id in node_ids:
             self.add(node_id)
 
-    def add(self, node_id: str, config: StateConfig | None = None) -> Node:
+    # -- membership -----------------------------------------------------------------
+
+    def add(
+        self,
+        node_id: str,
+        config: StateConfig | None = None,
+        *,
+        state_type: type | None = None,
+        configs: dict[str, StateConfig] | None = None,
+    ) -> Node:
+        """Start ``node_id`` (again) and run the join exchange with every node.
+
+        ``state_type`` replaces the primary state type on this node (same NAME,
+        e.g. a newer class version); ``configs`` gives per-state-name configs.
+        """
         source = self.incarnations.setdefault(node_id, IncarnationSource())
-        engine = ShardEngine(
-            self.state_type, config or self.config, node_id, self.clock, self.codec, source
-        )
+        types = list(self.state_types)
+        if state_type is not None:
+            types[0] = state_type
+        engines: dict[str, ShardEngine[Any]] = {}
+        for kind in types:
+            chosen = (configs or {}).get(kind.NAME) or config or self.config
+            engines[kind.NAME] = ShardEngine(kind, chosen, node_id, self.clock, self.codec, source)
         node = Node(
-            engine,
+            engines,
             ChangeFeedAggregator(node_id, ChangeFeedConfig(self.batch_interval), self.codec),
             InboundRouter(node_id, self.codec, self.clock),
+            types[0].NAME,
         )
         others = list(self.nodes)
         self.nodes[node_id] = node
-        self.apply(node_id, engine.start())
+        for name, engine in engines.items():
+            self.apply(node_id, engine.start(), name)
         for other in others:
-            self.apply(other, self.nodes[other].engine.handle(PeerJoined(node_id)))
-            self.apply(node_id, engine.handle(PeerJoined(other)))
+            for name, engine in self.nodes[other].engines.items():
+                self.apply(other, engine.handle(PeerJoined(node_id)), name)
+            for name, engine in engines.items():
+                self.apply(node_id, engine.handle(PeerJoined(other)), name)
         return node
 
     def leave(self, node_id: str) -> None:
+        """``node_id`` leaves cleanly: every other node gets ``PeerLeft``."""
         del self.nodes[node_id]
+        self.announce_left(node_id)
+
+    def crash(self, node_id: str) -> None:
+        """``node_id`` disappears without a goodbye (peers are not told)."""
+        del self.nodes[node_id]
+
+    def announce_left(self, node_id: str) -> None:
+        """Tell every node that ``node_id`` left (e.g. a late failure detection)."""
         for other, node in self.nodes.items():
-            self.apply(other, node.engine.handle(PeerLeft(node_id)))
+            if other == node_id:
+                continue
+            for name, engine in node.engines.items():
+                self.apply(other, engine.handle(PeerLeft(node_id)), name)
 
-    def engine(self, node_id: str) -> ShardEngine[Any]:
-        return self.nodes[node_id].engine
+    # -- plumbing -------------------------------------------------------------------
 
-    def apply(self, node_id: str, actions: list[Action]) -> None:
+    def engine(self, node_id: str, name: str | None = None) -> ShardEngine[Any]:
+        node = self.nodes[node_id]
+        return node.engines[name or node.primary]
+
+    def _queue(self, src: str, dst: str, data: bytes) -> None:
+        if self.link_filter is not None and not self.link_filter(src, dst, data):
+            return
+        self.queue.append((dst, data))
+        self.sent.append((dst, data))
+        self.log.append((src, dst, data))
+
+    def apply(self, node_id: str, actions: list[Action], name: str | None = None) -> None:
         node = self.nodes.get(node_id)
         if node is None:
             return
+        owner = name or node.primary
         for action in actions:
             match action:
                 case SendTo(node_id=dst, data=data):
-                    self.queue.append((dst, data))
-                    self.sent.append((dst, data))
+                    self._queue(node_id, dst, data)
                 case Broadcast(data=data):
                     for dst in self.nodes:
                         if dst != node_id:
-                            self.queue.append((dst, data))
-                            self.sent.append((dst, data))
+                            self._queue(node_id, dst, data)
                 case StartTimer(key=key, delay=delay, repeat=repeat):
-                    node.timers[key] = (self.clock.now() + delay, delay, repeat)
+                    timer_owner = FEED if key == FEED_TIMER else owner
+                    node.timers[(timer_owner, key)] = (self.clock.now() + delay, delay, repeat)
                 case CancelTimer(key=key):
-                    node.timers.pop(key, None)
+                    node.timers.pop((owner, key), None)
                 case AnnounceChange(notification=note):
-                    self.apply(node_id, node.feed.record(note))
+                    self.apply(node_id, node.feed.record(note), owner)
                 case NotifyView():
                     node.notified.append(action)
                 case FinishQuery(query_id=query_id):
@@ -120,8 +195,8 @@ class EngineNet:
         node = self.nodes.get(dst)
         if node is None:
             return
-        for _state, event in node.router.route(data, {self.state_type.NAME}):
-            self.apply(dst, node.engine.handle(event))
+        for name, event in node.router.route(data, node.engines.keys()):
+            self.apply(dst, node.engines[name].handle(event), name)
 
     def run(self, max_steps: int = 100_000) -> None:
         """Deliver queued messages until none is left."""
@@ -136,17 +211,18 @@ class EngineNet:
         now = self.clock.now()
         fired = False
         for node_id, node in list(self.nodes.items()):
-            for key, (due, delay, repeat) in sorted(node.timers.items(), key=lambda kv: kv[1][0]):
-                if due <= now and node.timers.get(key) == (due, delay, repeat):
+            for tkey, (due, delay, repeat) in sorted(node.timers.items(), key=lambda kv: kv[1][0]):
+                if due <= now and node.timers.get(tkey) == (due, delay, repeat):
                     if repeat:
-                        node.timers[key] = (due + delay, delay, repeat)
+                        node.timers[tkey] = (due + delay, delay, repeat)
                     else:
-                        del node.timers[key]
+                        del node.timers[tkey]
                     fired = True
-                    if key == FEED_TIMER:
-                        self.apply(node_id, node.feed.flush())
+                    owner, key = tkey
+                    if owner == FEED:
+                        self.apply(node_id, node.feed.flush(), node.primary)
                     else:
-                        self.apply(node_id, node.engine.handle(TimerFired(key)))
+                        self.apply(node_id, node.engines[owner].handle(TimerFired(key)), owner)
         return fired
 
     def advance(self, seconds: float, step: float = 0.05) -> None:
@@ -159,11 +235,37 @@ class EngineNet:
                 self.run()
             self.run()
 
-    def mutate(self, node_id: str, fn: Any, *, with_delta: bool = False) -> Any:
-        generation, actions = self.engine(node_id).mutate(fn, with_delta=with_delta)
-        self.apply(node_id, actions)
+    # -- conveniences ---------------------------------------------------------------
+
+    def mutate(
+        self, node_id: str, fn: Any, *, with_delta: bool = False, name: str | None = None
+    ) -> Any:
+        engine = self.engine(node_id, name)
+        generation, actions = engine.mutate(fn, with_delta=with_delta)
+        self.apply(node_id, actions, engine.name)
         return generation
 
-    def view(self, observer: str, owner: str) -> Any:
-        entry = self.engine(observer).published.views.get(owner)
+    def query(
+        self, node_id: str, query_id: int, max_staleness: float, name: str | None = None
+    ) -> FinishQuery | None:
+        """Start a slow-path query; returns its FinishQuery if it finished at once."""
+        engine = self.engine(node_id, name)
+        self.apply(node_id, engine.handle(QueryStarted(query_id, max_staleness)), engine.name)
+        return self.nodes[node_id].finished.get(query_id)
+
+    def view(self, observer: str, owner: str, name: str | None = None) -> Any:
+        entry = self.engine(observer, name).published.views.get(owner)
         return None if entry is None else entry.value
+
+    def decoded(self, src: str | None = None, dst: str | None = None) -> list[Message]:
+        """Every message queued so far (optionally from ``src`` / to ``dst``), decoded."""
+        return [
+            self.codec.decode(data)
+            for s, d, data in self.log
+            if (src is None or s == src) and (dst is None or d == dst)
+        ]
+
+    def timer_due(self, node_id: str, owner: str, key: tuple[Any, ...]) -> float | None:
+        """When timer ``key`` of ``owner`` on ``node_id`` fires next, or None."""
+        entry = self.nodes[node_id].timers.get((owner, key))
+        return None if entry is None else entry[0]

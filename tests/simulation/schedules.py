@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dstate_core import Generation, StateConfig, StalePeerError, SyncStrategy
+from dstate_core import Generation, StalePeerError, StateConfig, SyncStrategy
 from dstate_core._engine import PROBE_BACKOFF_CAP
 from dstate_core.testing import (
     DeterministicCluster,
