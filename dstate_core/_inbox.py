@@ -41,7 +41,11 @@ class InboundRouter:
 
     def _drop(self, reason: str, sender: str, detail: str) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + 1
-        self._rate_log.warning(
+        # A state not registered (yet) here is normal while nodes start up, or in a
+        # cluster whose nodes host different states: counted, but not a warning.
+        level = logging.DEBUG if reason == "unknown_state" else logging.WARNING
+        self._rate_log.log(
+            level,
             (reason, sender),
             "node %r dropped an inbound message from %s (%s): %s",
             self._node_id,

@@ -305,6 +305,8 @@ class DStateNode:
             if self._closed or event.node_id == self.node_id:
                 return
             if isinstance(event, NodeJoined):
+                # It may be a restart: its inbox is a new actor, so forget the cached ref.
+                self._inboxes.pop(event.node_id, None)
                 self._members.add(event.node_id)
                 shard_event: PeerJoined | PeerLeft = PeerJoined(event.node_id)
             elif isinstance(event, NodeLeft):

@@ -9,8 +9,16 @@ Build an in-process cluster by giving several runtimes one network::
 """
 
 from ._actor import PykkaActorRef
+from ._cluster import PykkaCluster, local_cluster
 from ._network import PykkaNetwork
 from ._runtime import PykkaRuntime
 from ._timers import ScheduledTimer
 
-__all__ = ["PykkaActorRef", "PykkaNetwork", "PykkaRuntime", "ScheduledTimer"]
+__all__ = [
+    "PykkaActorRef",
+    "PykkaCluster",
+    "PykkaNetwork",
+    "PykkaRuntime",
+    "ScheduledTimer",
+    "local_cluster",
+]
