@@ -8,11 +8,12 @@ Build an in-process cluster by giving several runtimes one network::
     network.close()  # shuts every runtime down
 """
 
+from dstate_core._scheduler import ScheduledTimer
+
 from ._actor import PykkaActorRef
 from ._cluster import PykkaCluster, local_cluster
 from ._network import PykkaNetwork
 from ._runtime import PykkaRuntime
-from ._timers import ScheduledTimer
 
 __all__ = [
     "PykkaActorRef",

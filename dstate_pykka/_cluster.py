@@ -95,7 +95,7 @@ class PykkaCluster(LocalClusterBase):
 
     @staticmethod
     def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-        """Poll ``predicate`` until it holds or ``timeout`` seconds pass; returns whether it held."""
+        """Poll ``predicate`` until it holds or ``timeout`` seconds pass; True if it held."""
         deadline = time.monotonic() + timeout
         delay = 0.0005
         while True:

@@ -23,10 +23,10 @@ from dstate_core._runtime import (
     SubscriptionId,
     check_positive_seconds,
 )
+from dstate_core._scheduler import ScheduledTimer, TimerScheduler
 
 from ._actor import PykkaActorRef, _Cell, _HandlerActor
 from ._network import PykkaNetwork
-from ._timers import ScheduledTimer, TimerScheduler
 
 if TYPE_CHECKING:
     from dstate_core._runtime import ActorRuntime, ClusterEvents

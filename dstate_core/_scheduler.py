@@ -14,11 +14,11 @@ import threading
 import time
 from collections.abc import Callable
 
-from dstate_core._errors import ActorSendError, NodeShutdownError
+from ._errors import ActorSendError, NodeShutdownError
 
 __all__ = ["ScheduledTimer", "TimerScheduler"]
 
-_log = logging.getLogger("dstate.pykka")
+_log = logging.getLogger("dstate.timers")
 
 #: How long ``close()`` waits for the scheduler thread to exit.
 _JOIN_TIMEOUT = 0.5
