@@ -25,8 +25,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy --strict dstate_core dstate_pykka dstate_thespian
 
+# coverage run (not pytest-cov): the dstate pytest plugin imports dstate_core before
+# pytest-cov would start measuring.
 unit: $(STAMP)
-	$(PY) -m pytest -q --cov=dstate_core --cov-report=term --cov-fail-under=90
+	$(PY) -m coverage run -m pytest -q
+	$(PY) -m coverage report --fail-under=90
 
 test: lint typecheck unit
 

@@ -24,6 +24,7 @@ from ._errors import (
     DeserializeError,
     DStateError,
     DuplicateNameError,
+    ForeignRecordError,
     MutationError,
     NodeShutdownError,
     PersistError,
@@ -36,6 +37,7 @@ from ._errors import (
 )
 from ._file_persistence import FilePersistence
 from ._generation import Generation, StateObject, StateViewObject
+from ._incarnation_store import IncarnationFile
 from ._node import DStateNode
 from ._persistence import StatePersistence
 from ._runtime import (
@@ -73,8 +75,10 @@ __all__ = [
     "DistributedState",
     "DuplicateNameError",
     "FilePersistence",
+    "ForeignRecordError",
     "Generation",
     "HealthStatus",
+    "IncarnationFile",
     "MutationError",
     "NodeJoined",
     "NodeLeft",

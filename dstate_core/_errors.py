@@ -13,6 +13,7 @@ __all__ = [
     "DStateError",
     "DeserializeError",
     "DuplicateNameError",
+    "ForeignRecordError",
     "MutationError",
     "NodeShutdownError",
     "PersistError",
@@ -121,6 +122,10 @@ class DeserializeError(DStateError):
 
 class PersistError(DStateError):
     """A persistence backend failed to save or load."""
+
+
+class ForeignRecordError(PersistError):
+    """The store holds a record of another state: a configuration error, never overwritten."""
 
 
 class ActorSendError(DStateError):

@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._errors import PersistError
+from ._errors import ForeignRecordError, PersistError
 from ._generation import Generation, StateObject
 from ._plain import pack, unpack
 
@@ -230,7 +230,7 @@ def parse_state_payload(payload: Any, where: str) -> tuple[str, StateObject[dict
 def check_record_name(found: str, expected: str | None, where: str) -> None:
     """Refuse a record of another state than the one a backend is bound to."""
     if expected is not None and found != expected:
-        raise PersistError(
+        raise ForeignRecordError(
             f"{where}: the stored record belongs to state {found!r}, not {expected!r}; "
             "each state needs its own file or row"
         )

@@ -10,6 +10,7 @@ by the inbox and routed to the shard of their state.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -30,6 +31,7 @@ from ._events import PeerJoined, PeerLeft
 from ._feed import ChangeFeedAggregator
 from ._generation import IncarnationSource
 from ._inbox import InboundRouter
+from ._incarnation_store import IncarnationFile
 from ._messages import ChangeNotification
 from ._runtime import ActorRef, ActorRuntime, ClusterEvent, NodeJoined, NodeLeft, TimerHandle
 from ._shard import Shard
@@ -62,6 +64,9 @@ class DStateNode:
         max_message_bytes: inbound and outbound messages larger than this are refused.
         incarnations: the incarnation source (pass one that outlives restarts to
             guarantee fresh incarnations in tests with a frozen clock).
+        data_dir: a directory where the node records its last incarnation, so a
+            fresh start after a restart never reuses one even if the clock stepped
+            back (SPEC §2.4); states without persistence benefit too.
         ask_timeout: how long ``mutate`` waits for the shard's actor.
 
     Concurrency: every method is thread-safe.
@@ -76,6 +81,7 @@ class DStateNode:
         *,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         incarnations: IncarnationSource | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
         ask_timeout: float = 30.0,
     ) -> None:
         node_id = getattr(runtime, "node_id", None)
@@ -94,6 +100,12 @@ class DStateNode:
         self.node_id: str = node_id
         self.clock: Clock = clock or SystemClock()
         self._codec = WireCodec(cluster_secret, max_message_bytes)
+        if data_dir is not None:
+            if incarnations is not None:
+                raise ValueError("pass either data_dir or incarnations, not both")
+            record = IncarnationFile(data_dir)
+            record.check_writable()
+            incarnations = record.source()
         self._incarnations = incarnations or IncarnationSource()
         self._ask_timeout = ask_timeout
         self._router = InboundRouter(node_id, self._codec, self.clock)
@@ -135,9 +147,11 @@ class DStateNode:
             config = StateConfig()
         elif not isinstance(config, StateConfig):
             raise TypeError(f"register() takes a StateConfig, got {config!r}")
-        check = getattr(config.persistence, "check_writable", None)
-        if callable(check):
-            check()
+        store = config.persistence
+        for step in ("bind", "check_writable"):  # optional backend hooks: fail early, by name
+            hook = getattr(store, step, None)
+            if callable(hook):
+                hook(*((state_type,) if step == "bind" else ()))
         with self._lock:
             if state_type.NAME in self._shards:
                 raise DuplicateNameError(state_type.NAME)

@@ -12,7 +12,7 @@ import logging
 from typing import Any, TypeVar
 
 from ._clock import Clock
-from ._errors import MutationError, PersistError
+from ._errors import ForeignRecordError, MutationError, PersistError
 from ._generation import Generation, IncarnationSource, StateObject
 from ._persistence import StatePersistence
 from ._state import DistributedState
@@ -34,14 +34,16 @@ def load_or_fresh(
 
     Raises:
         TypeError: a fresh state is needed and ``state_type()`` cannot be built.
+        ForeignRecordError: the store holds another state's record.
     """
     name = state_type.NAME
     if store is not None:
         try:
             loaded = store.load()
             if loaded is not None:
-                value = state_type.from_storage(loaded.value, loaded.storage_version)
+                # Even if the record cannot be rebuilt, a fresh start must move past it.
                 incarnations.observe(loaded.generation.incarnation)
+                value = state_type.from_storage(loaded.value, loaded.storage_version)
                 log.info("state %r: resumed at generation %s", name, loaded.generation)
                 return StateObject(
                     loaded.generation,
@@ -50,6 +52,8 @@ def load_or_fresh(
                     loaded.created_time,
                     loaded.modified_time,
                 )
+        except ForeignRecordError:
+            raise  # starting fresh would overwrite another state's record on the next save
         except Exception as exc:
             log.warning(
                 "state %r: could not load the persisted state (%s: %s); starting fresh with "

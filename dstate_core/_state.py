@@ -162,6 +162,11 @@ class DeltaDistributedState(DistributedState):
     ``apply_delta`` must return the advanced view without mutating its ``view``
     argument (e.g. ``view.model_copy(update=...)``): the argument is the view
     that readers may be looking at.
+
+    Optional: a classmethod ``apply_state_delta(cls, state_dict, delta_dict) ->
+    dict`` lets :class:`SqlitePersistence` log deltas instead of writing the
+    whole state on every save; define it only if the delta captures every
+    change to the state, private fields included.
     """
 
     View: ClassVar[type[BaseModel]]

@@ -4,8 +4,8 @@ Usage: ``python _crash_child.py KIND PATH INCARNATION``, KIND one of ``file``,
 ``sqlite``, ``sqlite-delta`` or ``incarnation``.
 
 It loads what PATH holds (or starts at age 0 of INCARNATION), prints
-``START <incarnation> <age>``, then loops forever: mutate a counter, save it,
-print ``ACK <age>``. A line is printed only after its save returned, so every
+``START <incarnation> <age>``, then loops forever: mutate a counter through a
+DStateNode (which saves it before publishing) and print ``ACK <age>``. A line is printed only after its save returned, so every
 ACK is an acknowledged mutation. The ``incarnation`` kind prints
 ``ACK <incarnation>`` for every ``fresh()`` value instead.
 """
@@ -13,16 +13,16 @@ ACK is an acknowledged mutation. The ``incarnation`` kind prints
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from dstate_core import DeltaDistributedState, Generation, StateObject
+from dstate_core import DeltaDistributedState, StateConfig
 from dstate_core._file_persistence import FilePersistence
 from dstate_core._incarnation_store import IncarnationFile
 from dstate_core._sqlite_persistence import SqlitePersistence
+from dstate_core.testing import TestClock, local_cluster
 
 PAD = "x" * 2048  # big enough that a torn write would show
 
@@ -79,31 +79,29 @@ def run_incarnations(path: Path) -> None:
         print(f"ACK {value}", flush=True)
 
 
+def bump(state: CrashCounter) -> int:
+    """A ``mutate_with_delta`` closure: the value follows the age."""
+    state.value += 1
+    return state.value
+
+
 def run_states(kind: str, path: Path, incarnation: int) -> None:
+    """Mutate through a real DStateNode, so the engine's persist-before-publish path runs.
+
+    The node's clock starts at ``incarnation`` ms, so a fresh start takes that
+    incarnation; a load that failed would show up as a different one.
+    """
     backend = open_backend(kind, path)
-    loaded = backend.load()
-    if loaded is None:
-        state = CrashCounter()
-        generation = Generation(incarnation, 0)
-        created = time.time_ns() // 1_000_000
-    else:
-        state = CrashCounter.from_storage(loaded.value, loaded.storage_version)
-        generation = loaded.generation
-        created = loaded.created_time
-        if state.value != generation.age:
-            print(f"BAD value {state.value} at {generation}", flush=True)
+    with local_cluster(["solo"], clock=TestClock(wall_ms=incarnation)) as cluster:
+        shard = cluster.node("solo").register(CrashCounter, StateConfig(persistence=backend))
+        own = shard.state
+        if own.value.value != own.generation.age:
+            print(f"BAD value {own.value.value} at {own.generation}", flush=True)
             sys.exit(3)
-    print(f"START {generation.incarnation} {generation.age}", flush=True)
-    while True:
-        new = state.model_copy(update={"value": state.value + 1})
-        generation = generation.next()
-        now = time.time_ns() // 1_000_000
-        backend.save(
-            StateObject(generation, CrashCounter.STORAGE_VERSION, new, created, now),
-            CrashCounter.project_delta(new.value),
-        )
-        print(f"ACK {generation.age}", flush=True)
-        state = new
+        print(f"START {own.generation.incarnation} {own.generation.age}", flush=True)
+        while True:
+            generation = shard.mutate_with_delta(bump)
+            print(f"ACK {generation.age}", flush=True)
 
 
 def main(argv: list[str]) -> None:

@@ -250,7 +250,7 @@ class TestNames:
 
     def test_bound_backend_refuses_saving_other_state(self, path: Path) -> None:
         store = FilePersistence(path, state_name="counter")
-        with pytest.raises(PersistError, match="bound to state 'counter'.*'gauge'"):
+        with pytest.raises(PersistError, match=r"bound to state 'counter'.*'gauge'"):
             store.save(state_object(Gauge(level=1.0)), None)
         assert store.load() is None
 
