@@ -37,6 +37,7 @@ soak: $(STAMP)
 	DSTATE_SOAK=1 $(PY) -m pytest -q tests/simulation tests/core/test_persistence_crash.py
 
 bench: $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) -m bench
 
 clean:

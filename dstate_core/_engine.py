@@ -524,6 +524,14 @@ class ShardEngine(Generic[S]):
             return []
         now = self._clock.now()
         actions: list[Action] = []
+        held = self._views.get(node)
+        if (
+            failure is not None
+            and held is not None
+            and held.synced_at >= pull.started_at
+            and held.pending_remote_generation is None
+        ):
+            failure = None  # another update refreshed the view since the request left
         if failure is None:
             self._probe_failures.pop(node, None)
             self._peer(node).last_sync_latency_ms = (now - pull.started_at) * 1000.0

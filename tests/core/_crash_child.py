@@ -4,8 +4,9 @@ Usage: ``python _crash_child.py KIND PATH INCARNATION``, KIND one of ``file``,
 ``sqlite``, ``sqlite-delta`` or ``incarnation``.
 
 It loads what PATH holds (or starts at age 0 of INCARNATION), prints
-``START <incarnation> <age>``, then loops forever: mutate a counter through a
-DStateNode (which saves it before publishing) and print ``ACK <age>``. A line is printed only after its save returned, so every
+``START <incarnation> <age>``, then loops forever:
+mutate a counter through a DStateNode (which saves it before publishing) and
+print ``ACK <age>``. A line is printed only after its save returned, so every
 ACK is an acknowledged mutation. The ``incarnation`` kind prints
 ``ACK <incarnation>`` for every ``fresh()`` value instead.
 """

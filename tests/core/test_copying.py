@@ -149,15 +149,13 @@ class TestSharing:
     def test_immutable_values_are_shared(self) -> None:
         original = full_tree()
         clone = copy_model(original)
-        for name in ("flat", "frozen", "point", "color", "text", "blob", "when", "amount",
-                     "ident"):
+        for name in ("flat", "frozen", "point", "color", "text", "blob", "when", "amount", "ident"):
             assert getattr(clone, name) is getattr(original, name), name
 
     def test_mutable_containers_are_not_shared(self) -> None:
         original = full_tree()
         clone = copy_model(original)
-        for name in ("mapping", "items", "members", "leaf", "leaves", "pair", "boxed",
-                     "anything"):
+        for name in ("mapping", "items", "members", "leaf", "leaves", "pair", "boxed", "anything"):
             assert getattr(clone, name) is not getattr(original, name), name
         assert clone.mapping["a"] is not original.mapping["a"]
         assert clone.leaves[0] is not original.leaves[0]

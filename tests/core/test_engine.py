@@ -531,7 +531,9 @@ class TestReceiverRules:
         # anything from the older lifetime is now discarded
         b = net.engine("b")
         base = b.metrics().stale_deltas_discarded
-        stale = snapshot_frame(net, "a", old.generation.next(), TestState(value=99).serialize_state())
+        stale = snapshot_frame(
+            net, "a", old.generation.next(), TestState(value=99).serialize_state()
+        )
         net.deliver("b", stale)
         assert b.metrics().stale_deltas_discarded == base + 1
         assert peer_view(net, "b", "a") is new
@@ -1245,12 +1247,12 @@ class TestMembership:
     @pytest.mark.parametrize(
         "message",
         [
-            FullSnapshot("test_state", "zzz", Generation(1, 1), 1, TestState().serialize_state(),
-                         0, 0),
+            FullSnapshot(
+                "test_state", "zzz", Generation(1, 1), 1, TestState().serialize_state(), 0, 0
+            ),
             DeltaUpdate("test_state", "zzz", Generation(1, 1), 1, b"\x80", 0, 0),
             RequestSnapshot("test_state", "zzz", 1),
-            SnapshotReply(1, FullSnapshot("test_state", "zzz", Generation(1, 1), 1, b"\x80",
-                                          0, 0)),
+            SnapshotReply(1, FullSnapshot("test_state", "zzz", Generation(1, 1), 1, b"\x80", 0, 0)),
         ],
     )
     def test_messages_from_unknown_nodes_are_dropped(self, message: Message) -> None:
@@ -1506,9 +1508,7 @@ class TestDiagnostics:
         ],
     )
     @pytest.mark.parametrize("how", ["stale", "failing", "never_synced", "mixed"])
-    def test_health_grading(
-        self, peers: int, bad: int, expected: HealthStatus, how: str
-    ) -> None:
+    def test_health_grading(self, peers: int, bad: int, expected: HealthStatus, how: str) -> None:
         rows = []
         for i in range(peers):
             node = f"n{i}"
@@ -1584,12 +1584,20 @@ class TestSecurity:
         b = net.engine("b")
         view, metrics = peer_view(net, "b", "a"), b.metrics()
         forged = [
-            FullSnapshot("test_state", "a", view.generation.next(), 1,
-                         TestState(value=666).serialize_state(), 0, 0),
+            FullSnapshot(
+                "test_state",
+                "a",
+                view.generation.next(),
+                1,
+                TestState(value=666).serialize_state(),
+                0,
+                0,
+            ),
             DeltaUpdate("test_state", "a", view.generation.next(), 1, b"\x80", 0, 0),
             RequestSnapshot("test_state", "a", 5),
-            BatchedChangeFeed("a", (ChangeNotification("test_state", "a",
-                                                       view.generation.next()),)),
+            BatchedChangeFeed(
+                "a", (ChangeNotification("test_state", "a", view.generation.next()),)
+            ),
         ]
         for message in forged:
             net.deliver("b", codec.encode(message))

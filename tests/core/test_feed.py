@@ -45,9 +45,7 @@ class TestRecord:
         assert feed.record(note("s", 2)) == []
         assert feed.record(note("t", 1)) == []
 
-    def test_highest_generation_wins_per_state_and_source(
-        self, feed: ChangeFeedAggregator
-    ) -> None:
+    def test_highest_generation_wins_per_state_and_source(self, feed: ChangeFeedAggregator) -> None:
         feed.record(note("s", 3))
         feed.record(note("s", 5))
         feed.record(note("s", 4))
@@ -118,9 +116,7 @@ class TestFlush:
             max_size=30,
         )
     )
-    def test_batch_holds_the_max_per_key(
-        self, recorded: list[tuple[str, str, int, int]]
-    ) -> None:
+    def test_batch_holds_the_max_per_key(self, recorded: list[tuple[str, str, int, int]]) -> None:
         feed = ChangeFeedAggregator("a", ChangeFeedConfig(1.0), CODEC)
         expected: dict[tuple[str, str], Generation] = {}
         timers = 0

@@ -157,9 +157,7 @@ def test_register_rejects_a_class_without_name_with_a_clear_message(
 
 def test_health_is_healthy_when_every_peer_is_fresh(cluster: DeterministicCluster) -> None:
     register_all(cluster)
-    register_all_delta = {n: cluster.node(n).register(TestDeltaState) for n in NODES}
-    cluster.run_until_idle()
-    assert len(register_all_delta) == 3
+    register_all(cluster, state_type=TestDeltaState)
 
     health = cluster.node("a").health_check()
 
@@ -287,9 +285,7 @@ def test_cluster_secret_drops_unsigned_and_forged_frames() -> None:
         cluster.inject("b", "a", b"garbage")
         cluster.run_until_idle()
 
-        drops = cluster.node("a").dropped_messages
-        assert drops.get("unauthenticated", 0) + drops.get("malformed", 0) == 3
-        assert drops.get("unauthenticated", 0) >= 2
+        assert cluster.node("a").dropped_messages == {"unauthenticated": 3}
         assert dict(shards["a"].snapshot()) == before
         assert shards["a"].snapshot()["b"].value.value == 1
 
@@ -375,12 +371,6 @@ def test_state_registered_later_exchanges_with_the_peers_that_have_it(
     assert set(cluster.node("c").lookup("test_state").snapshot()) == set(NODES)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (engine): the join probe a sent before b registered times out after b's "
-    "snapshot arrived and is recorded as a sync failure of b (consecutive_failures=1, "
-    "sync_failures+1), so a fresh peer reads as failing and health as UNHEALTHY",
-)
 def test_late_registration_does_not_mark_the_peer_failing(cluster: DeterministicCluster) -> None:
     config = StateConfig(default_staleness=60.0)
     delta_a = cluster.node("a").register(TestDeltaState, config)
@@ -436,6 +426,21 @@ def test_late_messages_from_a_departed_node_are_ignored(cluster: DeterministicCl
     assert set(shards["a"].snapshot()) == {"a", "b"}
 
 
+def test_a_removed_node_may_join_again(cluster: DeterministicCluster) -> None:
+    shards = register_all(cluster)
+    cluster.remove_node("c")
+    cluster.run_until_idle()
+
+    shards["c"] = cluster.add_node("c").register(TestState)
+    cluster.run_until_idle()
+
+    assert view_maps(shards) == {n: set(NODES) for n in NODES}
+    assert shards["a"].snapshot()["c"].generation == shards["c"].state.generation
+    generation = shards["c"].mutate(TestState.increment())
+    cluster.run_until_idle()
+    assert shards["b"].snapshot()["c"].generation == generation
+
+
 def test_crash_keeps_stale_views_until_failure_timeout() -> None:
     with local_cluster(NODES, failure_timeout=3.0) as cluster:
         shards = register_all(cluster)
@@ -452,6 +457,9 @@ def test_crash_keeps_stale_views_until_failure_timeout() -> None:
         cluster.advance(0.2)
         for node in ("a", "b"):
             assert set(shards[node].snapshot()) == {"a", "b"}
+            assert [row.node_id for row in shards[node].sync_status()] == [
+                "b" if node == "a" else "a"
+            ]
 
 
 def test_restart_without_persistence_is_a_new_incarnation_at_age_zero(

@@ -223,7 +223,7 @@ def set_secret(value: str, key: str) -> Any:
     return mutation
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES, ids=lambda s: s.push_mode.value)
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=["push", "feed+periodic", "periodic", "none"])
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=st.lists(operations, min_size=1, max_size=14))
 def test_private_fields_never_leave_the_node(

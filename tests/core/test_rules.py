@@ -70,9 +70,7 @@ class TestTableRows:
     def test_row(self, kind: Kind, incoming: Generation, expected: Verdict) -> None:
         assert judge(kind, incoming, LOCAL) is expected
 
-    @pytest.mark.parametrize(
-        ("kind", "expected"), [(SNAP, Verdict.REPLACE), (DELTA, Verdict.GAP)]
-    )
+    @pytest.mark.parametrize(("kind", "expected"), [(SNAP, Verdict.REPLACE), (DELTA, Verdict.GAP)])
     @pytest.mark.parametrize("incoming", [G(0, 0), G(100, 0), G(100, 7), G(2**40, 3)])
     def test_no_local_view(self, kind: Kind, incoming: Generation, expected: Verdict) -> None:
         assert judge(kind, incoming, None) is expected

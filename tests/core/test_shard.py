@@ -236,6 +236,27 @@ def test_pull_on_query_off_raises_at_once_sending_nothing(cluster: Deterministic
     assert cluster.messages_sent == sent
 
 
+def test_own_entry_is_never_stale() -> None:
+    config = StateConfig(sync_strategy=SyncStrategy(pull_on_query=False))
+    with local_cluster(["a"]) as cluster:
+        shard = cluster.node("a").register(TestState, config)
+        cluster.advance(100.0)
+        assert shard.query(values, max_staleness=0.0) == {"a": 0}
+        assert shard.stale_peers(0.0) == []
+        assert cluster.messages_sent == 0
+
+
+def test_a_peer_leaving_during_a_pull_ends_the_wait() -> None:
+    with local_cluster(NODES, failure_timeout=1.0) as cluster:
+        shards = register_all(cluster, StateConfig(pull_timeout=5.0))
+        cluster.advance(3.0)
+        cluster.crash("c")
+        start = cluster.clock.now()
+
+        assert shards["a"].query(values, max_staleness=1.0) == {"a": 0, "b": 0}
+        assert cluster.clock.now() == pytest.approx(start + 1.0)  # NodeLeft, not pull_timeout
+
+
 class Boom(Exception):
     pass
 

@@ -20,9 +20,7 @@ NODES = [OWN, "a", "b", "c", "d"]
 def view(
     node: str, synced_at: float, *, age: int = 1, pending: Generation | None = None, value: Any = 0
 ) -> StateViewObject[Any]:
-    return StateViewObject(
-        Generation(7, age), 1, value, 0, 0, synced_at, pending, node
-    )
+    return StateViewObject(Generation(7, age), 1, value, 0, 0, synced_at, pending, node)
 
 
 class ViewTableMachine(RuleBasedStateMachine):

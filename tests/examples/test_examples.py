@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from examples import demo, node_resource
+from examples import node_resource, walkthrough
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,8 +20,8 @@ def test_readme_quick_start_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.strip() == "1"
 
 
-def test_demo_converges_on_the_idle_node(capsys: pytest.CaptureFixture[str]) -> None:
-    demo.main([])
+def test_walkthrough_converges_on_the_idle_node(capsys: pytest.CaptureFixture[str]) -> None:
+    walkthrough.main([])
     out = capsys.readouterr().out
     final = out.split("partition healed")[1]
     routes = re.findall(r"^  ([abc])  -> (\S+)", final, re.M)
@@ -39,3 +39,13 @@ def test_node_resource_example_routes_to_the_least_loaded(
         "b routes to b",
         "c routes to b",
     ]
+
+
+def test_live_demo_runs_partitions_heals_and_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    from examples import demo
+
+    assert demo.main(["--duration", "3", "--plain"]) == 0
+    out = capsys.readouterr().out
+    assert "c is partitioned away" in out
+    assert "healed" in out
+    assert "health: {'a': 'HEALTHY', 'b': 'HEALTHY', 'c': 'HEALTHY'}" in out

@@ -91,36 +91,37 @@ def holds_all(shards: Mapping[str, Any], node_ids: list[str]) -> Callable[[], bo
     return lambda: all(sorted(s.snapshot()) == sorted(node_ids) for s in shards.values())
 
 
-#: The config ``register_all`` uses by default: a short pull timeout (see below).
-JOIN_CONFIG = StateConfig(pull_timeout=0.5)
-
-
-def probes_settled(shards: Mapping[str, Any]) -> Callable[[], bool]:
-    """A predicate: no shard has a pull in flight (peeks at the engine: test-only).
+def settle_probes(cluster: PykkaCluster, *groups: Mapping[str, Any]) -> None:
+    """Wait until no shard has a pull in flight (peeks at the engine: test-only).
 
     Works around the bug shown by :class:`TestKnownBugs`: when a node registers
     a state before a peer does, its join probe to that peer is dropped and
-    stays in flight until ``pull_timeout``; a query meanwhile waits on it and
-    fails although the peer answers.
+    stays in flight until ``pull_timeout``; a query that needs that peer
+    meanwhile waits on it and fails although the peer answers. Tests whose
+    tight queries pull every peer right after the join call this first.
     """
 
-    def check() -> bool:
-        return not any(s._engine._pulls.in_flight(peer) for s in shards.values() for peer in shards)
+    def settled() -> bool:
+        return not any(
+            shard._engine._pulls.in_flight(peer)
+            for shards in groups
+            for shard in shards.values()
+            for peer in shards
+        )
 
-    return check
+    assert cluster.wait_until(settled, DEADLINE)
 
 
 def register_all(
     cluster: PykkaCluster,
     state_type: type[Any] = TestState,
-    config: StateConfig = JOIN_CONFIG,
+    config: StateConfig | None = None,
 ) -> dict[str, Any]:
-    """Register ``state_type`` on every node, wait for the join exchange and its probes."""
+    """Register ``state_type`` on every node and wait for the join exchange."""
     shards = {n: cluster.node(n).register(state_type, config) for n in cluster.node_ids}
     assert cluster.wait_until(holds_all(shards, cluster.node_ids), DEADLINE), {
         n: sorted(s.snapshot()) for n, s in shards.items()
     }
-    assert cluster.wait_until(probes_settled(shards), DEADLINE)
     return shards
 
 
@@ -389,6 +390,7 @@ class TestPartition:
         config = StateConfig(pull_timeout=0.2)
         with local_cluster(["a", "b", "c"], change_feed=FAST_FEED) as cluster:
             shards = register_all(cluster, TestState, config)
+            settle_probes(cluster, shards)
             cluster.partition(["a"], ["b", "c"])
             gen_a = shards["a"].mutate(TestState.increment(5))
             gen_b = shards["b"].mutate(TestState.increment(7))
@@ -496,14 +498,15 @@ class TestSubscribe:
 
 class TestConcurrency:
     WRITERS_PER_NODE = 2
-    MUTATIONS = 40
+    MUTATIONS = 30
 
     def test_threads_mutating_and_querying_concurrently_converge(self) -> None:
         nodes = ["a", "b", "c"]
         with local_cluster(nodes, change_feed=FAST_FEED) as cluster:
-            config = StateConfig(pull_timeout=2.0)
+            config = StateConfig(pull_timeout=1.0)
             shards = register_all(cluster, TestState, config)
             delta_shards = register_all(cluster, TestDeltaState, config)
+            settle_probes(cluster, shards, delta_shards)
             recorder = Recorder()
             shards["a"].subscribe(recorder)
             errors: list[BaseException] = []
@@ -660,7 +663,7 @@ PROBE_BUG = (
 class TestKnownBugs:
     @pytest.mark.xfail(strict=True, reason=PROBE_BUG)
     def test_a_query_after_a_dropped_join_probe_refreshes_the_peer(self) -> None:
-        pull_timeout = 1.0
+        pull_timeout = 0.5
         config = StateConfig(pull_timeout=pull_timeout)
         with local_cluster(["a", "b"], change_feed=FAST_FEED) as cluster:
             shard_a = cluster.node("a").register(TestState, config)
@@ -701,11 +704,12 @@ class TestThreads:
     def test_no_thread_outlives_the_cluster(self) -> None:
         before = set(threading.enumerate())
         config = StateConfig(
-            sync_strategy=SyncStrategy.feed_with_periodic_sync(PERIOD), pull_timeout=0.5
+            sync_strategy=SyncStrategy.feed_with_periodic_sync(PERIOD), pull_timeout=0.3
         )
         # A long failure timeout: the crash's detector is still pending at close.
         with local_cluster(["a", "b", "c"], change_feed=FAST_FEED, failure_timeout=30.0) as cluster:
             shards = register_all(cluster, TestState, config)
+            settle_probes(cluster, shards)
             shards["b"].subscribe(Recorder())
             gen = shards["a"].mutate(TestState.increment(1))
             assert shards["b"].query(values, max_staleness=0.0)["a"] == 1
