@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if live is not None:
                 live.start()
-            next_plain = 0.0
+            next_plain, printed_phase = 0.0, ""
             while (elapsed := time.monotonic() - start) < args.duration:
                 if not partitioned and elapsed >= partition_at:
                     cluster.partition(["c"], ["a", "b"])  # type: ignore[attr-defined]
@@ -151,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
                 screen = render(cluster, phase, elapsed, args.duration)
                 if live is not None:
                     live.update(screen)
-                elif elapsed >= next_plain:
+                elif elapsed >= next_plain or phase != printed_phase:
                     console.print(screen)
-                    next_plain = elapsed + args.duration / 4
+                    printed_phase, next_plain = phase, elapsed + args.duration / 4
                 time.sleep(0.25)
         finally:
             if live is not None:
@@ -161,9 +161,14 @@ def main(argv: list[str] | None = None) -> int:
             stop.set()
             for simulator in loads:
                 simulator.join(timeout=2.0)
+        def health() -> dict[str, str]:
+            return {node: cluster.node(node).health_check().status.name for node in NODES}
+
+        deadline = time.monotonic() + 5.0  # let the last full sync land after the heal
+        while set(health().values()) != {"HEALTHY"} and time.monotonic() < deadline:
+            time.sleep(0.05)
         console.print(render(cluster, "finished", args.duration, args.duration))
-        health = {node: cluster.node(node).health_check().status.name for node in NODES}
-        console.print(f"health: {health}")
+        console.print(f"health: {health()}")
     return 0
 
 

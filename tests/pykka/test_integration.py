@@ -668,12 +668,11 @@ class TestKnownBugs:
         with local_cluster(["a", "b"], change_feed=FAST_FEED) as cluster:
             shard_a = cluster.node("a").register(TestState, config)
             started = time.monotonic()
-            # a's join probe reaches b before b has the state: b drops it.
-            dropped = cluster.node("b").dropped_messages
+            # a's join snapshot and probe reach b before b has the state: b drops both.
+            node_b = cluster.node("b")
             assert cluster.wait_until(
-                lambda: cluster.node("b").dropped_messages.get("unknown_state", 0) >= 1,
-                DEADLINE,
-            ), dropped
+                lambda: node_b.dropped_messages.get("unknown_state", 0) >= 2, DEADLINE
+            ), node_b.dropped_messages
             shard_b = cluster.node("b").register(TestState, config)
             shards = {"a": shard_a, "b": shard_b}
             assert cluster.wait_until(holds_all(shards, ["a", "b"]), DEADLINE)
