@@ -9,18 +9,40 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from ._clock import Clock
 from ._config import ChangeFeedConfig
 from ._generation import IncarnationSource
-from ._node import DStateNode
-from ._runtime import ActorRuntime
+from ._node import INBOX_GROUP, DStateNode
+from ._runtime import ActorRef, ActorRuntime
 from ._wire import DEFAULT_MAX_MESSAGE_BYTES
 
-__all__ = ["LocalClusterBase"]
+__all__ = ["ClusterNetwork", "LocalClusterBase"]
 
 log = logging.getLogger("dstate.cluster")
+
+
+class ClusterNetwork(Protocol):
+    """What an adapter's in-process network offers the cluster."""
+
+    @property
+    def messages_sent(self) -> int:
+        """Cross-node messages sent (one per destination)."""
+        ...
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes of cross-node messages sent (per destination)."""
+        ...
+
+    def partition(self, *groups: Iterable[str]) -> None:
+        """Cut the network between ``groups``."""
+        ...
+
+    def heal(self) -> None:
+        """Remove the partition."""
+        ...
 
 
 class LocalClusterBase:
@@ -71,6 +93,9 @@ class LocalClusterBase:
         for node_id in self._initial_ids:
             self.add_node(node_id)
 
+    #: The adapter's network (set by the subclass before ``_start``).
+    network: ClusterNetwork
+
     # -- what an adapter provides ---------------------------------------------------
 
     def _new_runtime(self, node_id: str) -> ActorRuntime:
@@ -84,7 +109,37 @@ class LocalClusterBase:
         """Stop the runtime with no goodbye (peers get NodeLeft after failure_timeout)."""
         raise NotImplementedError
 
+    def _inject(self, src: str, ref: ActorRef, data: bytes) -> None:
+        """Deliver raw bytes to ``ref`` as if ``src`` sent them (default: a local send)."""
+        ref.send(data)
+
     # -- the cluster interface ------------------------------------------------------
+
+    def partition(self, *groups: Iterable[str]) -> None:
+        """Cut the network between ``groups`` (unlisted nodes form one more group)."""
+        self.network.partition(*groups)
+
+    def heal(self) -> None:
+        """Remove the partition."""
+        self.network.heal()
+
+    def inject(self, src: str, dst: str, data: bytes) -> None:
+        """Deliver raw ``data`` to ``dst``'s dstate inbox as if ``src`` sent it."""
+        for ref in self.runtime(dst).group_members(INBOX_GROUP):
+            if ref.node_id == dst:
+                self._inject(src, ref, data)
+                return
+        raise KeyError(f"node {dst!r} has no dstate inbox")
+
+    @property
+    def messages_sent(self) -> int:
+        """Cross-node messages sent (one per destination)."""
+        return self.network.messages_sent
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes of cross-node messages sent (per destination)."""
+        return self.network.bytes_sent
 
     @property
     def node_ids(self) -> list[str]:

@@ -63,17 +63,26 @@ class PullTracker:
         return node in self._pulls
 
     def ensure(self, node: str, *, probe: bool) -> list[Action]:
-        """Start a pull to ``node`` unless one is in flight (which then stops being a probe)."""
+        """Start a pull to ``node`` unless one is in flight.
+
+        A real pull does not wait on an in-flight join probe: the peer may have
+        dropped the probe (it had not registered the state yet), so a fresh
+        request replaces it.
+        """
+        actions: list[Action] = []
         pull = self._pulls.get(node)
         if pull is not None:
-            pull.probe = pull.probe and probe
-            return []
+            if probe or not pull.probe:
+                return []
+            del self._pulls[node]
+            actions.append(CancelTimer(pull_timer(node, pull.request_id)))
         self._next_request += 1
         request_id = self._next_request
         self._pulls[node] = Pull(request_id, self._clock.now(), probe)
         data = self._codec.encode(RequestSnapshot(self._state_name, self._node_id, request_id))
         self.bytes_sent += len(data)
-        return [SendTo(node, data), StartTimer(pull_timer(node, request_id), self._timeout)]
+        actions += [SendTo(node, data), StartTimer(pull_timer(node, request_id), self._timeout)]
+        return actions
 
     def take(self, node: str, request_id: int) -> Pull | None:
         """End the pull ``request_id`` to ``node``; ``None`` if that is not the one in flight."""

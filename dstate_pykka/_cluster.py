@@ -16,7 +16,6 @@ from typing import Any
 
 from dstate_core import ChangeFeedConfig, Clock, SystemClock
 from dstate_core._local_cluster import LocalClusterBase
-from dstate_core._node import INBOX_GROUP
 from dstate_core._runtime import ActorRuntime
 from dstate_core._wire import DEFAULT_MAX_MESSAGE_BYTES
 
@@ -27,6 +26,8 @@ __all__ = ["PykkaCluster", "local_cluster"]
 
 class PykkaCluster(LocalClusterBase):
     """A cluster of :class:`DStateNode` on :class:`PykkaRuntime` threads in one process."""
+
+    network: PykkaNetwork
 
     def __init__(
         self,
@@ -66,32 +67,6 @@ class PykkaCluster(LocalClusterBase):
         """Shut every node, runtime and network thread down; idempotent."""
         super().close()
         self.network.close()
-
-    def partition(self, *groups: Iterable[str]) -> None:
-        """Cut the network between ``groups`` (unlisted nodes form one more group)."""
-        self.network.partition(*groups)
-
-    def heal(self) -> None:
-        """Remove the partition."""
-        self.network.heal()
-
-    def inject(self, src: str, dst: str, data: bytes) -> None:
-        """Deliver raw ``data`` to ``dst``'s dstate inbox as if ``src`` sent it."""
-        for ref in self.runtime(dst).group_members(INBOX_GROUP):
-            if ref.node_id == dst:
-                ref.send(data)
-                return
-        raise KeyError(f"node {dst!r} has no dstate inbox")
-
-    @property
-    def messages_sent(self) -> int:
-        """Cross-node messages sent (one per destination)."""
-        return self.network.messages_sent
-
-    @property
-    def bytes_sent(self) -> int:
-        """Bytes of cross-node messages sent (per destination)."""
-        return self.network.bytes_sent
 
     @staticmethod
     def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:

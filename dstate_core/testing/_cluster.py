@@ -13,8 +13,7 @@ from typing import Any
 
 from .._config import ChangeFeedConfig
 from .._local_cluster import LocalClusterBase
-from .._node import INBOX_GROUP
-from .._runtime import ActorRuntime
+from .._runtime import ActorRef, ActorRuntime
 from .._wire import DEFAULT_MAX_MESSAGE_BYTES
 from ._clock import TestClock
 from ._simnet import SimNetwork
@@ -24,6 +23,8 @@ __all__ = ["DeterministicCluster", "local_cluster"]
 
 class DeterministicCluster(LocalClusterBase):
     """A cluster of nodes on :class:`TestRuntime` over a seeded :class:`SimNetwork`."""
+
+    network: SimNetwork
 
     def __init__(
         self,
@@ -70,14 +71,6 @@ class DeterministicCluster(LocalClusterBase):
 
     # -- faults ---------------------------------------------------------------------
 
-    def partition(self, *groups: Iterable[str]) -> None:
-        """Cut the network between ``groups`` (unlisted nodes form one more group)."""
-        self.network.partition(*groups)
-
-    def heal(self) -> None:
-        """Remove the partition."""
-        self.network.heal()
-
     def set_faults(
         self,
         drop: float = 0.0,
@@ -94,24 +87,8 @@ class DeterministicCluster(LocalClusterBase):
         """A perfect network again."""
         self.network.clear_faults()
 
-    def inject(self, src: str, dst: str, data: bytes) -> None:
-        """Deliver raw ``data`` to ``dst``'s dstate inbox as if ``src`` sent it."""
-        runtime = self.runtime(dst)
-        for ref in runtime.group_members(INBOX_GROUP):
-            if ref.node_id == dst:
-                self.network.inject(src, ref, data)
-                return
-        raise KeyError(f"node {dst!r} has no dstate inbox")
-
-    @property
-    def messages_sent(self) -> int:
-        """Cross-node messages sent (one per destination)."""
-        return self.network.messages_sent
-
-    @property
-    def bytes_sent(self) -> int:
-        """Bytes of cross-node messages sent (per destination)."""
-        return self.network.bytes_sent
+    def _inject(self, src: str, ref: ActorRef, data: bytes) -> None:
+        self.network.inject(src, ref, data)
 
 
 @contextmanager

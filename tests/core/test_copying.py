@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import decimal
 import enum
@@ -107,6 +108,13 @@ class TestIndependence:
         snapshot = clone.model_dump()
         mutate_everything(original)
         assert clone.model_dump() == snapshot
+
+    def test_other_objects_are_deep_copied(self) -> None:
+        original = Tree(anything=collections.deque([[1], {"k": [2]}]))
+        clone = copy_model(original)
+        clone.anything[0].append(9)
+        clone.anything[1]["k"].append(9)
+        assert original.anything == collections.deque([[1], {"k": [2]}])
 
     def test_frozen_model_holding_a_list_is_copied(self) -> None:
         original = Tree(boxed=FrozenWithList(items=[1]))

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import pytest
 from pydantic import BaseModel
 
-from dstate_core._actions import FinishQuery, NotifyView, SendTo
+from dstate_core._actions import CancelTimer, FinishQuery, NotifyView, SendTo, StartTimer
 from dstate_core._config import PushMode, StateConfig, SyncStrategy, VersionMismatchPolicy
 from dstate_core._diagnostics import (
     HealthStatus,
@@ -23,8 +23,20 @@ from dstate_core._diagnostics import (
     grade_state,
 )
 from dstate_core._engine import ShardEngine
-from dstate_core._errors import DeserializeError, MutationError, PersistError
-from dstate_core._events import ChangeAnnounced, MessageReceived, PeerJoined, QueryStarted
+from dstate_core._errors import (
+    DeserializeError,
+    ForeignRecordError,
+    MutationError,
+    PersistError,
+)
+from dstate_core._events import (
+    ChangeAnnounced,
+    MessageReceived,
+    PeerJoined,
+    PeerLeft,
+    QueryStarted,
+    TimerFired,
+)
 from dstate_core._feed import FEED_TIMER
 from dstate_core._generation import Generation, IncarnationSource, StateObject
 from dstate_core._messages import (
@@ -37,8 +49,10 @@ from dstate_core._messages import (
     SnapshotReply,
 )
 from dstate_core._plain import pack, unpack
-from dstate_core._publisher import PERIODIC_TIMER
+from dstate_core._publisher import DELAYED_TIMER, PERIODIC_TIMER
+from dstate_core._pulls import PullTracker
 from dstate_core._state import DistributedState
+from dstate_core._urgency import SyncUrgency
 from dstate_core._wire import WireCodec
 from dstate_core.testing import (
     FailingPersistence,
@@ -245,6 +259,86 @@ class StoredV2NoMigration(DistributedState):
     total: int = 0
 
 
+class WrongDelta(TestDeltaState):
+    NAME = "wrong_delta"
+
+    @classmethod
+    def project_delta(cls, change: Any) -> Any:
+        return {"key": "k"}
+
+
+class SameView(TestDeltaState):
+    NAME = "same_view"
+
+    @classmethod
+    def apply_delta(cls, view: Any, delta: Any) -> Any:
+        view.total = delta.total  # changes the argument readers may hold
+        return view
+
+
+class WrongView(TestDeltaState):
+    NAME = "wrong_view"
+
+    @classmethod
+    def apply_delta(cls, view: Any, delta: Any) -> Any:
+        return {"total": delta.total}
+
+
+class WrongUrgency(TestDeltaState):
+    NAME = "wrong_urgency"
+
+    @classmethod
+    def sync_urgency(cls, old_view: Any, new_view: Any, delta: Any) -> Any:
+        return "now"
+
+
+class WrongProjection(TestDeltaState):
+    NAME = "wrong_projection"
+
+    def project_view(self) -> Any:
+        return {"total": self.total}
+
+
+class Fragile(TestDeltaState):
+    """Its apply_delta fails on key "boom" and returns a dict on key "odd" (receiver side)."""
+
+    NAME = "fragile"
+
+    @classmethod
+    def apply_delta(cls, view: Any, delta: Any) -> Any:
+        if delta.key == "boom":
+            raise ValueError("cannot apply boom")
+        if delta.key == "odd":
+            return {"odd": True}
+        return super().apply_delta(view, delta)
+
+
+class Sloppy(DistributedState):
+    """Its deserializer returns a plain dict instead of the state."""
+
+    NAME = "sloppy"
+    value: int = 0
+
+    @classmethod
+    def deserialize_state(cls, data: bytes, wire_version: int) -> Any:
+        return unpack(data)
+
+
+class ForeignStore(InMemoryPersistence):
+    def load(self) -> StateObject[Any] | None:
+        raise ForeignRecordError("the record belongs to state 'other'")
+
+
+class TwoDelays(UrgentDeltaState):
+    NAME = "two_delays"
+
+    @classmethod
+    def sync_urgency(cls, old_view: Any, new_view: Any, delta: Any) -> SyncUrgency:
+        if delta.key.startswith("slow:"):
+            return SyncUrgency.delayed(1.0)
+        return SyncUrgency.delayed(0.2)
+
+
 # -- mutation ------------------------------------------------------------------------
 
 
@@ -438,6 +532,58 @@ class TestMutation:
         assert store.deltas[1] is None
 
 
+class TestStateHooks:
+    """A state hook that breaks its contract fails the mutation and changes nothing."""
+
+    @pytest.mark.parametrize(
+        ("state_type", "match"),
+        [
+            (WrongDelta, "project_delta\\(\\) must return a TestDeltaDelta"),
+            (SameView, "apply_delta\\(\\) must return a new TestDeltaView.*its argument"),
+            (WrongView, "apply_delta\\(\\) must return a new TestDeltaView.*dict"),
+            (WrongUrgency, "sync_urgency\\(\\) must return a SyncUrgency"),
+        ],
+    )
+    def test_broken_hook_is_a_type_error(self, state_type: type, match: str) -> None:
+        net = EngineNet(state_type, ["a", "b"])
+        net.run()
+        engine = net.engine("a")
+        own, published = engine.own, engine.published
+        mark = len(net.log)
+        with pytest.raises(TypeError, match=match):
+            engine.mutate(TestDeltaState.bump("k", 1), with_delta=True)
+        assert engine.own is own
+        assert engine.published is published
+        assert engine.metrics().total_mutations == 0
+        assert net.log[mark:] == []
+
+    def test_project_view_of_the_wrong_type_fails_registration(self) -> None:
+        with pytest.raises(TypeError, match="project_view\\(\\) must return a TestDeltaView"):
+            make_engine(WrongProjection)
+
+    def test_an_update_too_big_for_the_wire_fails_the_mutation(self) -> None:
+        engine = ShardEngine(
+            TestState, StateConfig(), "a", TestClock(), WireCodec(max_message_bytes=300)
+        )
+        engine.handle(PeerJoined("b"))
+        own = engine.own
+        with pytest.raises(ValueError, match="max_message_bytes"):
+            engine.mutate(lambda s: setattr(s, "label", "x" * 1000))
+        assert engine.own is own
+
+    def test_a_periodic_snapshot_too_big_for_the_wire_is_counted(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        config = StateConfig(sync_strategy=SyncStrategy.periodic_only(1.0))
+        engine = ShardEngine(TestState, config, "a", TestClock(), WireCodec(max_message_bytes=300))
+        engine.handle(PeerJoined("b"))
+        engine.mutate(lambda s: setattr(s, "label", "x" * 1000))
+        with caplog.at_level(logging.ERROR, "dstate.engine"):
+            assert engine.handle(TimerFired(PERIODIC_TIMER)) == []
+        assert engine.metrics().sync_failures == 1
+        assert any("test_state" in r.getMessage() for r in caplog.records)
+
+
 # -- receiver rules through bytes ----------------------------------------------------
 
 
@@ -575,6 +721,59 @@ class TestReceiverRules:
         assert after.snapshots_received == metrics.snapshots_received + 1
         assert after.stale_deltas_discarded == metrics.stale_deltas_discarded
         assert after.sync_failures == metrics.sync_failures
+
+    @pytest.mark.parametrize(("key", "detail"), [("boom", "cannot apply boom"), ("odd", "dict")])
+    def test_apply_delta_failing_on_the_receiver_is_malformed(self, key: str, detail: str) -> None:
+        net = EngineNet(Fragile, ["a", "b"])
+        net.run()
+        kept = peer_view(net, "b", "a")
+        payload = Fragile.serialize_delta(Fragile.Delta(key=key, value=1, total=1))
+        net.deliver("b", delta_frame(net, "a", kept.generation.next(), payload))
+        b = net.engine("b")
+        assert peer_view(net, "b", "a") is kept
+        assert b.metrics().sync_failures == 1
+        status = row(b, "a")
+        assert status.last_error is not None and detail in status.last_error
+        assert not net.queue
+
+    def test_deserializer_returning_the_wrong_type_is_malformed(self) -> None:
+        net = EngineNet(Sloppy, ["a", "b"])
+        net.run()
+        assert peer_view(net, "b", "a") is None
+        last_error = row(net.engine("b"), "a").last_error
+        assert last_error is not None and "dict" in last_error
+        assert net.engine("b").metrics().sync_failures >= 1
+
+    def test_a_pull_reply_older_than_the_announcement_fails_the_query(self) -> None:
+        net = EngineNet(TestState, ["a", "b"], feed_config())
+        net.run()
+        b = net.engine("b")
+        announced = net.engine("a").own.generation.next().next()
+        note = ChangeNotification(TestState.NAME, "a", announced)
+        net.apply("b", b.handle(ChangeAnnounced(note)))
+        assert peer_view(net, "b", "a").pending_remote_generation == announced
+        net.query("b", 1, 100.0)
+        net.run()  # a is still at its old generation
+        [(peer, reason)] = net.nodes["b"].finished[1].failures
+        assert peer == "a"
+        assert "announced" in reason
+        assert b.metrics().sync_failures == 1
+        assert peer_view(net, "b", "a").pending_remote_generation == announced
+        assert [r.node_id for r in b.stale_peers(100.0)] == ["a"]
+
+    def test_an_announcement_not_newer_than_the_view_is_ignored(self) -> None:
+        net = EngineNet(TestState, ["a", "b"], feed_config())
+        net.run()
+        b = net.engine("b")
+        view = peer_view(net, "b", "a")
+        note = ChangeNotification(TestState.NAME, "a", view.generation)
+        assert b.handle(ChangeAnnounced(note)) == []
+        assert peer_view(net, "b", "a") is view
+        newer = ChangeNotification(TestState.NAME, "a", view.generation.next())
+        b.handle(ChangeAnnounced(newer))
+        marked = peer_view(net, "b", "a")
+        b.handle(ChangeAnnounced(newer))  # the same announcement again
+        assert peer_view(net, "b", "a") is marked
 
     def test_a_delta_for_a_simple_state_is_malformed(self) -> None:
         net = EngineNet(TestState, ["a", "b"])
@@ -833,6 +1032,32 @@ class TestUrgency:
         net.run()
         assert_converged(net)
 
+    def test_a_shorter_delay_closes_the_window_earlier(self) -> None:
+        net = EngineNet(TwoDelays, ["a", "b"], active())
+        net.run()
+        mark = len(net.log)
+        net.mutate("a", TwoDelays.bump("slow:x", 1), with_delta=True)
+        net.advance(0.1)
+        net.mutate("a", TwoDelays.bump("fast:y", 1), with_delta=True)
+        net.advance(0.15)
+        assert sent_since(net, mark) == []
+        net.advance(0.1)  # 0.1 + 0.2 after the first change, well before 1.0
+        [message] = sent_since(net, mark, src="a")
+        assert isinstance(message, FullSnapshot)
+        net.run()
+        assert_converged(net)
+        net.advance(1.0)
+        assert len(sent_since(net, mark, src="a")) == 1
+
+    def test_a_stale_window_timer_sends_nothing(self) -> None:
+        net = EngineNet(UrgentDeltaState, ["a", "b"], active())
+        net.run()
+        a = net.engine("a")
+        net.mutate("a", UrgentDeltaState.bump("late:x", 1), with_delta=True)
+        net.mutate("a", UrgentDeltaState.bump("k", 1), with_delta=True)  # sent at once
+        assert a.handle(TimerFired(DELAYED_TIMER)) == []
+        assert a.handle(TimerFired(DELAYED_TIMER)) == []
+
     def test_immediate_cancels_an_open_window(self) -> None:
         net = EngineNet(UrgentDeltaState, ["a", "b"], feed_config())
         net.run()
@@ -1040,6 +1265,18 @@ class TestVersionMismatch:
         assert peer_view(net, "b", "a") is None
         assert net.engine("b").metrics().sync_failures == 1
 
+    def test_drop_and_wait_without_a_view(self) -> None:
+        config = StateConfig(version_mismatch_policy=VersionMismatchPolicy.DROP_AND_WAIT)
+        net = EngineNet(TestState, ["a"], config)
+        net.link_filter = lambda s, d, data: False
+        net.add("b")
+        net.link_filter = None
+        notified = len(net.nodes["b"].notified)
+        net.deliver("b", snapshot_frame(net, "a", Generation(5, 5), b"\x80", wire_version=2))
+        assert peer_view(net, "b", "a") is None
+        assert len(net.nodes["b"].notified) == notified
+        assert net.engine("b").metrics().sync_failures == 1
+
     def test_an_old_node_cannot_read_a_phase_two_node(self) -> None:
         store_a = InMemoryPersistence()
         net = EngineNet(RollV1, ["b"])
@@ -1236,6 +1473,41 @@ class TestMembership:
         assert_converged(net)
         assert net.engine("a").metrics().age_gaps_detected == 0
 
+    def test_a_lost_join_exchange_is_retried_with_backoff(self) -> None:
+        net = EngineNet(TestState, ["a"], StateConfig(pull_timeout=1.0))
+        net.link_filter = lambda s, d, data: False
+        net.add("b")
+        net.advance(1.05)  # the join probes time out
+        probe = ("probe", "b")
+        first = net.timer_due("a", TestState.NAME, probe)
+        assert first is not None and first == pytest.approx(1.0 + 1.0, abs=0.1)
+        net.advance(2.0)  # the retry times out too: the delay doubles
+        second = net.timer_due("a", TestState.NAME, probe)
+        assert second is not None and second == pytest.approx(3.0 + 2.0, abs=0.1)
+        assert net.engine("a").metrics().sync_failures == 0
+        net.link_filter = None
+        net.advance(5.0)
+        assert_converged(net)
+        assert net.timer_due("a", TestState.NAME, probe) is None
+        assert net.engine("a").metrics().sync_failures == 0
+
+    def test_leaving_cancels_the_probe_retry(self) -> None:
+        net = EngineNet(TestState, ["a"], StateConfig(pull_timeout=1.0))
+        net.link_filter = lambda s, d, data: False
+        net.add("b")
+        net.advance(1.05)
+        assert net.timer_due("a", TestState.NAME, ("probe", "b")) is not None
+        net.leave("b")
+        assert net.timer_due("a", TestState.NAME, ("probe", "b")) is None
+        assert net.engine("a").handle(TimerFired(("probe", "b"))) == []
+
+    def test_leave_of_an_unknown_node_is_ignored(self) -> None:
+        net = EngineNet(TestState, ["a", "b"])
+        net.run()
+        views = net.engine("a").published
+        assert net.engine("a").handle(PeerLeft("zzz")) == []
+        assert net.engine("a").published is views
+
     def test_rejoin_after_a_clean_leave(self) -> None:
         net = EngineNet(TestState, ["a", "b"], StateConfig(persistence=None))
         net.run()
@@ -1410,6 +1682,10 @@ class TestStartup:
         make_engine(StoredV2, store).mutate(lambda s: setattr(s, "total", 1))
         engine = make_engine(StoredV1, store)
         assert engine.own.generation.age == 0
+
+    def test_a_foreign_record_is_not_overwritten_by_a_fresh_start(self) -> None:
+        with pytest.raises(ForeignRecordError):
+            make_engine(TestState, ForeignStore())
 
     def test_state_without_defaults_is_a_type_error(self) -> None:
         class Needy(DistributedState):
@@ -1608,6 +1884,49 @@ class TestSecurity:
         assert not net.queue
 
 
+# -- the pull tracker ----------------------------------------------------------------
+
+
+class TestPullTracker:
+    def make(self) -> PullTracker:
+        return PullTracker("s", "a", TestClock(), WireCodec(), 2.0)
+
+    def test_one_pull_per_peer(self) -> None:
+        pulls = self.make()
+        assert len(pulls.ensure("b", probe=False)) == 2
+        assert pulls.in_flight("b")
+        assert pulls.ensure("b", probe=False) == []
+        assert pulls.ensure("b", probe=True) == []
+        pull = pulls.take("b", 1)
+        assert pull is not None and not pull.probe
+        assert not pulls.in_flight("b")
+
+    def test_a_real_pull_replaces_an_in_flight_probe(self) -> None:
+        pulls = self.make()
+        pulls.ensure("b", probe=True)
+        actions = pulls.ensure("b", probe=False)
+        assert CancelTimer(("pull", "b", 1)) in actions
+        assert StartTimer(("pull", "b", 2), 2.0) in actions
+        assert pulls.take("b", 1) is None
+        pull = pulls.take("b", 2)
+        assert pull is not None and not pull.probe
+
+    def test_take_of_another_request_is_none(self) -> None:
+        pulls = self.make()
+        pulls.ensure("b", probe=False)
+        assert pulls.take("b", 99) is None
+        assert pulls.take("c", 1) is None
+        assert pulls.in_flight("b")
+
+    def test_forget_cancels_and_settles(self) -> None:
+        pulls = self.make()
+        pulls.wait(7, ["b", "c"])
+        actions = pulls.forget("b")
+        assert CancelTimer(("pull", "b", 1)) in actions
+        assert not pulls.in_flight("b")
+        assert pulls.settle_waiters("c", "gone") == [FinishQuery(7, (("c", "gone"),))]
+
+
 # -- events not covered elsewhere ----------------------------------------------------
 
 
@@ -1615,6 +1934,31 @@ class TestEvents:
     def test_query_started_for_an_engine_without_peers(self) -> None:
         net = EngineNet(TestState, ["a"])
         assert net.engine("a").handle(QueryStarted(1, 0.0)) == [FinishQuery(1, ())]
+
+    def test_periodic_timer_without_peers_sends_nothing(self) -> None:
+        net = EngineNet(
+            TestState, ["a"], StateConfig(sync_strategy=SyncStrategy.periodic_only(1.0))
+        )
+        assert net.engine("a").handle(TimerFired(PERIODIC_TIMER)) == []
+
+    def test_unknown_timer_key_is_ignored(self) -> None:
+        net = EngineNet(TestState, ["a"])
+        assert net.engine("a").handle(TimerFired(("nonsense", 1, 2, 3))) == []
+        assert net.engine("a").handle(TimerFired(("pull", 5, "x"))) == []
+
+    def test_events_name_their_source(self) -> None:
+        snap = FullSnapshot("s", "b", Generation(1, 1), 1, b"", 0, 0)
+        assert MessageReceived(snap).source_node == "b"
+        assert MessageReceived(SnapshotReply(1, snap)).source_node == "b"
+        assert MessageReceived(RequestSnapshot("s", "c", 1)).source_node == "c"
+        note = ChangeNotification("s", "d", Generation(1, 1))
+        assert ChangeAnnounced(note).source_node == "d"
+
+    def test_view_table_is_the_published_source(self) -> None:
+        net = EngineNet(TestState, ["a", "b"])
+        net.run()
+        engine = net.engine("a")
+        assert engine.view_table.published is engine.published
 
     def test_peer_joined_for_itself_is_ignored(self) -> None:
         net = EngineNet(TestState, ["a"])

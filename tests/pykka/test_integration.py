@@ -91,27 +91,6 @@ def holds_all(shards: Mapping[str, Any], node_ids: list[str]) -> Callable[[], bo
     return lambda: all(sorted(s.snapshot()) == sorted(node_ids) for s in shards.values())
 
 
-def settle_probes(cluster: PykkaCluster, *groups: Mapping[str, Any]) -> None:
-    """Wait until no shard has a pull in flight (peeks at the engine: test-only).
-
-    Works around the bug shown by :class:`TestKnownBugs`: when a node registers
-    a state before a peer does, its join probe to that peer is dropped and
-    stays in flight until ``pull_timeout``; a query that needs that peer
-    meanwhile waits on it and fails although the peer answers. Tests whose
-    tight queries pull every peer right after the join call this first.
-    """
-
-    def settled() -> bool:
-        return not any(
-            shard._engine._pulls.in_flight(peer)
-            for shards in groups
-            for shard in shards.values()
-            for peer in shards
-        )
-
-    assert cluster.wait_until(settled, DEADLINE)
-
-
 def register_all(
     cluster: PykkaCluster,
     state_type: type[Any] = TestState,
@@ -390,7 +369,6 @@ class TestPartition:
         config = StateConfig(pull_timeout=0.2)
         with local_cluster(["a", "b", "c"], change_feed=FAST_FEED) as cluster:
             shards = register_all(cluster, TestState, config)
-            settle_probes(cluster, shards)
             cluster.partition(["a"], ["b", "c"])
             gen_a = shards["a"].mutate(TestState.increment(5))
             gen_b = shards["b"].mutate(TestState.increment(7))
@@ -506,7 +484,6 @@ class TestConcurrency:
             config = StateConfig(pull_timeout=1.0)
             shards = register_all(cluster, TestState, config)
             delta_shards = register_all(cluster, TestDeltaState, config)
-            settle_probes(cluster, shards, delta_shards)
             recorder = Recorder()
             shards["a"].subscribe(recorder)
             errors: list[BaseException] = []
@@ -650,38 +627,34 @@ class TestBadInput:
             assert node_a.dropped_messages == {"unauthenticated": 3}
 
 
-# -- known bugs -----------------------------------------------------------------------
-
-PROBE_BUG = (
-    "BUG: a query coalesces with a join probe that the peer dropped (it had not "
-    "registered the state yet); the probe stays in flight until pull_timeout, so the "
-    "query raises StalePeerError although the peer is reachable and its view is held "
-    "(PullTracker.ensure(probe=False) should not ride on an in-flight probe)"
-)
+# -- regressions -----------------------------------------------------------------------
 
 
-class TestKnownBugs:
-    @pytest.mark.xfail(strict=True, reason=PROBE_BUG)
-    def test_a_query_after_a_dropped_join_probe_refreshes_the_peer(self) -> None:
-        pull_timeout = 0.5
-        config = StateConfig(pull_timeout=pull_timeout)
+class TestDroppedJoinProbe:
+    """A node that registers a state before a peer does sends its join probe to a
+    peer that drops it. A query must not wait on that doomed probe (it used to,
+    for the whole ``pull_timeout``, and then raise ``StalePeerError`` or answer
+    with a view older than its bound): it pulls afresh."""
+
+    PULL_TIMEOUT = 2.0
+
+    def test_a_tight_query_refreshes_the_peer_at_once(self) -> None:
+        config = StateConfig(pull_timeout=self.PULL_TIMEOUT)
         with local_cluster(["a", "b"], change_feed=FAST_FEED) as cluster:
             shard_a = cluster.node("a").register(TestState, config)
-            started = time.monotonic()
             # a's join snapshot and probe reach b before b has the state: b drops both.
             node_b = cluster.node("b")
             assert cluster.wait_until(
                 lambda: node_b.dropped_messages.get("unknown_state", 0) >= 2, DEADLINE
             ), node_b.dropped_messages
-            shard_b = cluster.node("b").register(TestState, config)
-            shards = {"a": shard_a, "b": shard_b}
-            assert cluster.wait_until(holds_all(shards, ["a", "b"]), DEADLINE)
-            if time.monotonic() - started > pull_timeout / 2:
-                pytest.skip("too slow to query while the dropped probe is in flight")
-            # b answers pulls (b's own probe of a got its reply), so this must succeed.
+            shard_b = node_b.register(TestState, config)
+            assert cluster.wait_until(holds_all({"a": shard_a, "b": shard_b}, ["a", "b"]))
+            asked_at = cluster.clock.now()
             assert shard_a.query(values, max_staleness=0.0) == {"a": 0, "b": 0}
+            answered_at = cluster.clock.now()
+            assert shard_a.snapshot()["b"].synced_at >= asked_at, "the view was not refreshed"
+            assert answered_at - asked_at < self.PULL_TIMEOUT, "the query waited for the probe"
 
-    @pytest.mark.xfail(strict=True, reason=PROBE_BUG)
     def test_the_same_on_the_deterministic_runtime(self) -> None:
         from dstate_core.testing import local_cluster as deterministic_cluster
 
@@ -693,7 +666,8 @@ class TestKnownBugs:
             assert sorted(shard_a.snapshot()) == ["a", "b"]
             cluster.advance(0.1)
             assert shard_a.query(values, max_staleness=0.0) == {"a": 0, "b": 0}
-            assert cluster.clock.now() < 1.0, "the pull waited for the dropped probe"
+            assert cluster.clock.now() == pytest.approx(0.1), "the pull waited for the probe"
+            assert shard_a.snapshot()["b"].synced_at == pytest.approx(0.1)
 
 
 # -- threads (SPEC §12) ------------------------------------------------------------------
@@ -708,7 +682,6 @@ class TestThreads:
         # A long failure timeout: the crash's detector is still pending at close.
         with local_cluster(["a", "b", "c"], change_feed=FAST_FEED, failure_timeout=30.0) as cluster:
             shards = register_all(cluster, TestState, config)
-            settle_probes(cluster, shards)
             shards["b"].subscribe(Recorder())
             gen = shards["a"].mutate(TestState.increment(1))
             assert shards["b"].query(values, max_staleness=0.0)["a"] == 1

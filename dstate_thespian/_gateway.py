@@ -1,0 +1,226 @@
+"""The gateway's logic, free of Thespian: membership from the convention, routing of parcels.
+
+One gateway actor runs in each node's Thespian actor system. Its shell (in
+:mod:`dstate_thespian._thespian`) feeds it Thespian messages and carries out
+the :class:`Effect` s it returns, so this module is tested without processes.
+
+Membership. A Thespian convention is a star: the leader hears about every
+member, a member only about the leader. So the leader's gateway (``relay``)
+sends every member a :class:`Roster` whenever its view changes, and a member's
+view is the last roster (plus what its own convention updates say about the
+leader). When a *new* leader incarnation appears (the leader restarted),
+members re-register one by one, so its first rosters are partial: for
+``settle`` seconds a member keeps the peers such a roster lacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from ._protocol import (
+    ALL_PEERS,
+    CAP_GATEWAY,
+    CAP_INCARNATION,
+    CAP_NODE,
+    Attach,
+    Attached,
+    Parcel,
+    Roster,
+    View,
+)
+
+__all__ = ["SETTLE_SECONDS", "Effect", "Entry", "GatewayCore", "Notify", "Send", "Wake"]
+
+#: How long a member keeps peers that a restarted leader's first rosters lack.
+SETTLE_SECONDS = 6.0
+
+#: Messages kept for the node process until it attaches (older ones are dropped).
+MAX_PENDING = 10_000
+
+
+class Entry(NamedTuple):
+    """One dstate actor system: its node id, incarnation and gateway address."""
+
+    node: str
+    inc: str
+    gateway: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send ``msg`` to the Thespian address ``to``."""
+
+    to: Any
+    msg: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """Call :meth:`GatewayCore.wakeup` after ``seconds``."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    """Subscribe this gateway to the convention's membership updates."""
+
+
+Effect = Send | Wake | Notify
+
+
+class GatewayCore:
+    """One gateway's state: who its node process is, which peers it can reach.
+
+    Args:
+        me: this gateway's own Thespian address.
+        settle: see the module docstring.
+
+    Concurrency: none; the shell calls it from its actor's single thread.
+    """
+
+    def __init__(self, me: Any, settle: float = SETTLE_SECONDS) -> None:
+        self._me = me
+        self._settle = settle
+        self.node = ""
+        self.inc = ""
+        self.relay = False
+        self._caller: Any = None
+        self._pending: list[Any] = []
+        self._direct: dict[Any, Entry] = {}
+        self._roster_raw: dict[str, Entry] = {}
+        self._roster: dict[str, Entry] = {}
+        self._leader_inc: str | None = None
+        self._settle_until = 0.0
+        self._view: dict[str, Entry] = {}
+        self.dropped = 0
+
+    @property
+    def view(self) -> Mapping[str, Entry]:
+        """The peers this gateway can reach, by node id."""
+        return dict(self._view)
+
+    # -- inputs ---------------------------------------------------------------------
+
+    def attach(self, msg: Attach, sender: Any, pid: int, admin_pid: int) -> list[Effect]:
+        """The node process (``sender``) attached: replay what waited, then the view."""
+        first = not self.node
+        self.node, self.inc, self.relay = msg.node, msg.incarnation, msg.relay
+        self._caller = sender
+        out: list[Effect] = [Send(sender, Attached(self._me, pid, admin_pid))]
+        out += [Send(sender, m) for m in self._pending]
+        self._pending.clear()
+        out.append(Send(sender, self._view_msg()))
+        if first:
+            out.append(Notify())
+        return out
+
+    def convention(
+        self, admin: Any, caps: Mapping[str, Any] | None, added: bool, now: float
+    ) -> list[Effect]:
+        """A convention update about the system whose admin is ``admin``."""
+        entry = _entry(caps)
+        if entry is None or (entry.node == self.node and entry.inc == self.inc):
+            return []
+        if added:
+            self._direct[admin] = entry
+        else:
+            current = self._direct.get(admin)
+            if current is not None and current.inc == entry.inc:
+                del self._direct[admin]
+            for table in (self._roster_raw, self._roster):
+                known = table.get(entry.node)
+                if known is not None and known.inc == entry.inc:
+                    del table[entry.node]
+        return self._recompute()
+
+    def roster(self, msg: Roster, now: float) -> list[Effect]:
+        """A roster from the convention leader (ignored by the leader itself)."""
+        if self.relay:
+            return []
+        fresh = {
+            node: Entry(node, inc, gateway)
+            for node, inc, gateway in msg.entries
+            if isinstance(node, str) and isinstance(inc, str) and node != self.node
+        }
+        out: list[Effect] = []
+        if self._leader_inc is not None and msg.leader_inc != self._leader_inc:
+            self._settle_until = now + self._settle
+            out.append(Wake(self._settle))
+        self._leader_inc = msg.leader_inc
+        self._roster_raw = fresh
+        if now < self._settle_until:
+            kept = {n: e for n, e in self._roster.items() if n != msg.leader}
+            self._roster = {**kept, **fresh}
+        else:
+            self._roster = dict(fresh)
+        return out + self._recompute()
+
+    def wakeup(self, now: float) -> list[Effect]:
+        """The settle period may be over: apply the last roster as it is."""
+        if now < self._settle_until:
+            return []
+        self._roster = dict(self._roster_raw)
+        return self._recompute()
+
+    def parcel(self, msg: Parcel) -> list[Effect]:
+        """Route a parcel: from our node process to peers, from peers to our node process."""
+        if msg.src == self.node and msg.src_inc == self.inc:
+            if msg.dst == ALL_PEERS:
+                return [Send(e.gateway, msg) for e in self._view.values()]
+            entry = self._view.get(msg.dst)
+            if entry is None:
+                self.dropped += 1
+                return []
+            return [Send(entry.gateway, msg)]
+        return self._to_caller(msg)
+
+    # -- internals ------------------------------------------------------------------
+
+    def _to_caller(self, msg: Any) -> list[Effect]:
+        if self._caller is not None:
+            return [Send(self._caller, msg)]
+        if len(self._pending) >= MAX_PENDING:
+            self._pending.pop(0)
+            self.dropped += 1
+        self._pending.append(msg)
+        return []
+
+    def _recompute(self) -> list[Effect]:
+        view: dict[str, Entry] = {}
+        if not self.relay:
+            view.update(self._roster)
+        for entry in self._direct.values():
+            if entry.gateway is not None:
+                view[entry.node] = entry
+        view.pop(self.node, None)
+        if view == self._view:
+            return []
+        self._view = view
+        out: list[Effect] = []
+        if self.relay:
+            roster = Roster(
+                self.node,
+                self.inc,
+                tuple((e.node, e.inc, e.gateway) for e in view.values())
+                + ((self.node, self.inc, self._me),),
+            )
+            out += [Send(e.gateway, roster) for e in view.values()]
+        if self._caller is not None:
+            out.append(Send(self._caller, self._view_msg()))
+        return out
+
+    def _view_msg(self) -> View:
+        return View(tuple(sorted((e.node, e.inc) for e in self._view.values())))
+
+
+def _entry(caps: Mapping[str, Any] | None) -> Entry | None:
+    if not isinstance(caps, Mapping):
+        return None
+    node = caps.get(CAP_NODE)
+    inc = caps.get(CAP_INCARNATION, "")
+    if not isinstance(node, str) or not node or not isinstance(inc, str):
+        return None
+    return Entry(node, inc, caps.get(CAP_GATEWAY))

@@ -1,0 +1,105 @@
+"""The messages that travel over Thespian between a node's process, its gateway and peers (SPEC §9).
+
+Thespian pickles every message, so these are plain dataclasses of ``str``,
+``bytes``, numbers and Thespian's own addresses; dstate's payloads ride inside
+:class:`Parcel` as the core's wire bytes, never as pickled objects.
+
+Flow: the node process tells its gateway a :class:`Parcel` (``dst`` a node id or
+``"*"``); the gateway forwards it to the peers' gateways, which hand it to
+their node processes. Gateways keep the membership (from the Thespian
+convention) and report it to their process as :class:`View`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "ALL_PEERS",
+    "CAP_GATEWAY",
+    "CAP_INCARNATION",
+    "CAP_NODE",
+    "Attach",
+    "Attached",
+    "Kind",
+    "Parcel",
+    "Roster",
+    "View",
+]
+
+#: Capability names every dstate actor system carries (read from convention updates).
+CAP_NODE = "dstate.node"
+CAP_INCARNATION = "dstate.incarnation"
+CAP_GATEWAY = "dstate.gateway"
+
+#: ``Parcel.dst`` for "every peer my gateway knows".
+ALL_PEERS = "*"
+
+
+class Kind:
+    """Values of :attr:`Parcel.kind`."""
+
+    #: Bytes for the actor called ``name`` on node ``dst``.
+    SEND = "send"
+    #: Bytes for every member of group ``name`` on the receiving node.
+    CAST = "cast"
+    #: The sender's group table (msgpack ``{group: [actor names]}``) in ``body``.
+    GROUPS = "groups"
+    #: An ask for the actor called ``name``; the reply names ``ref``.
+    ASK = "ask"
+    #: The bytes answering the ask ``ref``.
+    REPLY = "reply"
+    #: The ask ``ref`` failed; ``body`` is a UTF-8 reason.
+    FAIL = "fail"
+
+
+@dataclass(frozen=True, slots=True)
+class Parcel:
+    """One dstate message between nodes: routing in ``str`` fields, payload in ``body``."""
+
+    src: str
+    src_inc: str
+    dst: str
+    kind: str
+    name: str
+    body: bytes
+    ref: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Attach:
+    """Node process → its gateway: "send what arrives for this node to me" (the sender)."""
+
+    node: str
+    incarnation: str
+    #: True on the convention leader: its gateway relays the roster to the members.
+    relay: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Attached:
+    """Gateway → node process: the gateway's address and the pids of its actor system."""
+
+    gateway: Any
+    pid: int
+    admin_pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """Gateway → node process: the peers it can reach now, as ``(node, incarnation)`` pairs."""
+
+    peers: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Roster:
+    """Leader gateway → member gateways: every dstate system in the convention.
+
+    ``entries`` are ``(node, incarnation, gateway address)``, the leader's included.
+    """
+
+    leader: str
+    leader_inc: str
+    entries: tuple[tuple[str, str, Any], ...]
