@@ -128,6 +128,11 @@ def sees(shard: Any, node: str, generation: Generation, value: int) -> Callable[
     return check
 
 
+def shows(shard: Any, expected: dict[str, int]) -> Callable[[], bool]:
+    """A predicate: ``shard``'s view map holds exactly ``expected`` numbers."""
+    return lambda: values(shard.snapshot()) == expected
+
+
 class Recorder:
     """A subscribe callback that records ``(node_id, old, new)`` thread-safely."""
 
@@ -491,10 +496,10 @@ class TestConcurrency:
             stop = threading.Event()
             start = threading.Barrier(len(nodes) * self.WRITERS_PER_NODE + len(nodes))
 
-            def guarded(fn: Callable[[], None]) -> Callable[[], None]:
+            def guarded(fn: Callable[[str], None], node: str) -> Callable[[], None]:
                 def run() -> None:
                     try:
-                        fn()
+                        fn(node)
                     except BaseException as exc:
                         errors.append(exc)
                         stop.set()
@@ -515,13 +520,12 @@ class TestConcurrency:
                     shards[node].snapshot()
 
             writers = [
-                threading.Thread(target=guarded(lambda n=n: writer(n)), name=f"writer-{n}")
+                threading.Thread(target=guarded(writer, n), name=f"writer-{n}")
                 for n in nodes
                 for _ in range(self.WRITERS_PER_NODE)
             ]
             readers = [
-                threading.Thread(target=guarded(lambda n=n: reader(n)), name=f"reader-{n}")
-                for n in nodes
+                threading.Thread(target=guarded(reader, n), name=f"reader-{n}") for n in nodes
             ]
             for thread in writers + readers:
                 thread.start()
@@ -540,9 +544,10 @@ class TestConcurrency:
             expected = dict.fromkeys(nodes, total)
             for group in (shards, delta_shards):
                 for shard in group.values():
-                    assert cluster.wait_until(
-                        lambda s=shard: values(s.snapshot()) == expected, DEADLINE
-                    ), (shard, values(shard.snapshot()))
+                    assert cluster.wait_until(shows(shard, expected), DEADLINE), (
+                        shard,
+                        values(shard.snapshot()),
+                    )
                     assert shard.query(values, max_staleness=5.0) == expected
             # Each view only moved forward, one notification per accepted change.
             for node in nodes:

@@ -23,6 +23,8 @@ from typing import Any
 
 from dstate_core import Generation, StalePeerError, StateConfig, SyncStrategy
 from dstate_core._engine import PROBE_BACKOFF_CAP
+from dstate_core._messages import FullSnapshot
+from dstate_core._wire import WireCodec
 from dstate_core.testing import (
     DeterministicCluster,
     InMemoryPersistence,
@@ -167,6 +169,8 @@ class Schedule:
             cluster.remove_node(node)
             self.removed.add(node)
             self.log.append(f"remove_node({node})")
+        elif roll < 0.97 and live:
+            self.inject_garbage(rng.choice(live))
         elif live:
             node = rng.choice(live)
             bound = rng.choice((0.0, 1.0, 5.0))
@@ -175,6 +179,34 @@ class Schedule:
                 self.log.append(f"{node}.query({bound}) ok")
             except StalePeerError as exc:
                 self.log.append(f"{node}.query({bound}) stale: {exc.node_id}")
+
+    def inject_garbage(self, dst: str) -> None:
+        """Random bytes, or a well-formed snapshot from a node that is not a member."""
+        rng = self.rng
+        before = {owner: view.generation for owner, view in self.shard(dst).snapshot().items()}
+        if rng.random() < 0.5:
+            data = rng.randbytes(rng.randint(0, 64))
+            what = "garbage"
+        else:
+            forged = FullSnapshot(
+                self.state_type.NAME,
+                "intruder",
+                Generation(2**40, 1),
+                self.state_type.WIRE_VERSION,
+                self.state_type().serialize_state()
+                if self.state_type is TestState
+                else self.state_type.serialize_view(self.state_type().project_view()),
+                0,
+                0,
+            )
+            data = WireCodec().encode(forged)
+            what = "a snapshot from a non-member"
+        self.cluster.inject("intruder", dst, data)
+        self.cluster.run_until_idle()
+        after = {owner: view.generation for owner, view in self.shard(dst).snapshot().items()}
+        if "intruder" in after or any(after.get(o, g) < g for o, g in before.items()):
+            self.fail(f"{what} injected into {dst} changed its views: {before} -> {after}")
+        self.log.append(f"inject({dst}, {what})")
 
     # -- invariants ---------------------------------------------------------------
 

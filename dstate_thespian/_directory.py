@@ -1,0 +1,177 @@
+"""What a node process knows about its peers: who is up, and their group tables (SPEC §7, §8).
+
+The gateway reports the peers it can reach (``(node, incarnation)`` pairs);
+each peer sends its group table when it first sees this node and whenever the
+table changes. A peer counts as *joined* once both are in: only then is
+``NodeJoined`` emitted, so a handler reacting to it already finds the peer's
+actors in :meth:`Directory.remote_members`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+import msgpack
+
+from dstate_core._runtime import ClusterEvent, NodeJoined, NodeLeft, SubscriptionId
+
+__all__ = ["Directory", "decode_groups", "encode_groups"]
+
+_log = logging.getLogger("dstate.thespian")
+
+#: Caps on a peer's group table (it is peer input).
+MAX_GROUPS = 10_000
+MAX_NAME = 1_000
+
+
+def encode_groups(groups: Mapping[str, Iterable[str]]) -> bytes:
+    """A group table as msgpack ``{group: [actor names]}``."""
+    return msgpack.packb({group: sorted(names) for group, names in groups.items()})
+
+
+def decode_groups(data: bytes) -> dict[str, tuple[str, ...]]:
+    """Parse a peer's group table.
+
+    Raises:
+        ValueError: not a well-formed table (malformed msgpack included).
+    """
+    try:
+        raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:
+        raise ValueError(f"undecodable group table: {exc}") from None
+    if not isinstance(raw, dict) or len(raw) > MAX_GROUPS:
+        raise ValueError("a group table must be a map of at most 10000 groups")
+    table: dict[str, tuple[str, ...]] = {}
+    for group, names in raw.items():
+        if not isinstance(group, str) or len(group) > MAX_NAME or not isinstance(names, list):
+            raise ValueError(f"bad group entry {group!r}")
+        if not all(isinstance(n, str) and 0 < len(n) <= MAX_NAME for n in names):
+            raise ValueError(f"bad actor names in group {group!r}")
+        table[group] = tuple(names)
+    return table
+
+
+class Directory:
+    """Peers, their incarnations and group tables, and the membership subscribers.
+
+    Args:
+        node_id: this node (never reported as a peer).
+
+    Concurrency: thread-safe. Events are delivered one at a time, in order, on
+    the thread that caused them (the runtime's receiver thread, or ``subscribe``
+    for the replay), without the data lock held.
+    """
+
+    def __init__(self, node_id: str) -> None:
+        self._node_id = node_id
+        self._state = threading.Lock()
+        self._events = threading.RLock()
+        self._view: dict[str, str] = {}
+        self._tables: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {}
+        self._joined: dict[str, str] = {}
+        self._callbacks: dict[int, Callable[[ClusterEvent], None]] = {}
+        self._next_id = 1
+
+    # -- inputs -----------------------------------------------------------------
+
+    def apply_view(self, peers: Iterable[tuple[str, str]]) -> list[str]:
+        """The gateway's new view; emits what changed. Returns the peers new to the view."""
+        with self._events:
+            with self._state:
+                view = {node: inc for node, inc in peers if node != self._node_id}
+                fresh = [n for n, inc in view.items() if self._view.get(n) != inc]
+                self._view = view
+                events = self._settle()
+            self._emit(events)
+        return fresh
+
+    def apply_groups(self, node: str, inc: str, table: dict[str, tuple[str, ...]]) -> None:
+        """A peer's group table (the latest one wins)."""
+        if node == self._node_id:
+            return
+        with self._events:
+            with self._state:
+                self._tables[node] = (inc, table)
+                events = self._settle()
+            self._emit(events)
+
+    def subscribe(self, callback: Callable[[ClusterEvent], None]) -> SubscriptionId:
+        """Replay ``NodeJoined`` for every joined peer to ``callback``, then report changes."""
+        with self._events:
+            with self._state:
+                sid = self._next_id
+                self._next_id += 1
+                self._callbacks[sid] = callback
+                joined = sorted(self._joined)
+            for node in joined:
+                _call(callback, NodeJoined(node), self._node_id)
+        return SubscriptionId(sid)
+
+    def unsubscribe(self, subscription: SubscriptionId) -> None:
+        """Forget a subscriber; unknown ids are ignored."""
+        with self._state:
+            self._callbacks.pop(subscription, None)
+
+    def clear_subscribers(self) -> None:
+        """Forget every subscriber (on shutdown)."""
+        with self._state:
+            self._callbacks.clear()
+
+    # -- queries ----------------------------------------------------------------
+
+    def joined(self) -> dict[str, str]:
+        """Joined peers and their incarnations."""
+        with self._state:
+            return dict(self._joined)
+
+    def reachable(self) -> list[str]:
+        """Peers the gateway reports (joined or not yet), sorted."""
+        with self._state:
+            return sorted(self._view)
+
+    def remote_members(self, group: str) -> list[tuple[str, str]]:
+        """``(node, actor name)`` of every joined peer's members of ``group``, sorted."""
+        with self._state:
+            return sorted(
+                (node, name)
+                for node, inc in self._joined.items()
+                for name in self._tables[node][1].get(group, ())
+            )
+
+    # -- internals ----------------------------------------------------------------
+
+    def _settle(self) -> list[ClusterEvent]:
+        """Recompute the joined set (data lock held); the events that follow from it."""
+        joined = {
+            node: inc
+            for node, inc in self._view.items()
+            if node in self._tables and self._tables[node][0] == inc
+        }
+        events: list[ClusterEvent] = []
+        for node in sorted(self._joined):
+            if joined.get(node) != self._joined[node]:
+                events.append(NodeLeft(node))
+        for node in sorted(joined):
+            if self._joined.get(node) != joined[node]:
+                events.append(NodeJoined(node))
+        self._joined = joined
+        return events
+
+    def _emit(self, events: list[ClusterEvent]) -> None:
+        if not events:
+            return
+        with self._state:
+            callbacks = list(self._callbacks.values())
+        for event in events:
+            _log.info("node %r: %r", self._node_id, event)
+            for callback in callbacks:
+                _call(callback, event, self._node_id)
+
+
+def _call(callback: Callable[[ClusterEvent], None], event: ClusterEvent, node_id: str) -> None:
+    try:
+        callback(event)
+    except Exception:
+        _log.exception("cluster-event subscriber on node %r failed on %r", node_id, event)
+
