@@ -1,10 +1,11 @@
 """Mutation throughput and push visibility latency on a 3-node Pykka cluster.
 
-Run: ``python -m bench.pykka_cluster [--mutations N] [--samples N]``. Not a test.
+Run: ``python -m bench.pykka_cluster [--mutations N] [--samples N] [--rounds N]``.
+Not a test.
 
 Both runtimes run the same 3-node cluster (nodes ``a``, ``b``, ``c``) with
 one :class:`~dstate_core.testing.TestState` under active push, in this
-process, one after the other:
+process, in alternating rounds (so a noisy neighbour hits both alike):
 
 * **Pykka** (``dstate_pykka.local_cluster``): real threads. ``a`` mutates
   from the main thread; pushes travel asynchronously.
@@ -26,6 +27,9 @@ Figures:
   published, so this slightly overstates when a query could have seen it.
   On Pykka a push can land before the caller's thread wakes from ``mutate``,
   which gives a latency <= 0; those samples are counted and kept.
+
+Throughputs are the median over rounds; latency percentiles pool every
+round's samples.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -193,11 +198,12 @@ def _ratio(pykka: float, det: float) -> str:
     return f"x{pykka / det:7.2f}" if det > 0 else "      -"
 
 
-def report(pykka: Result, det: Result, mutations: int, samples: int) -> Iterator[str]:
+def report(pykka: Result, det: Result, mutations: int, samples: int, rounds: int) -> Iterator[str]:
     """The lines ``main`` prints."""
     yield (
-        f"3-node cluster, active push, TestState; {mutations} mutations, {samples} latency "
-        f"samples (Python {platform.python_version()}, {os.cpu_count()} CPUs)"
+        f"3-node cluster, active push, TestState: {rounds} rounds of {mutations} mutations, "
+        f"{samples} latency samples per runtime "
+        f"(Python {platform.python_version()}, {os.cpu_count()} CPUs)"
     )
     yield f"{'':34}{'pykka':>14}{'deterministic':>16}{'pykka/det':>11}"
     calls = pykka.mutate_calls_per_s or 0.0
@@ -212,16 +218,36 @@ def report(pykka: Result, det: Result, mutations: int, samples: int) -> Iterator
     yield (f"{'samples visible by mutate return':34}{pykka.non_positive:14d}{det.non_positive:16d}")
 
 
+def combine(results: list[Result]) -> Result:
+    """Median throughputs over rounds, every round's latency samples."""
+    calls = [r.mutate_calls_per_s for r in results if r.mutate_calls_per_s is not None]
+    return Result(
+        statistics.median(calls) if calls else None,
+        statistics.median(r.delivered_per_s for r in results),
+        [x for r in results for x in r.latencies_s],
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.pykka_cluster", description=__doc__)
-    parser.add_argument("--mutations", type=int, default=3000, help="throughput loop length")
-    parser.add_argument("--samples", type=int, default=1000, help="latency samples (>= 500)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.pykka_cluster",
+        description="Mutation throughput and visibility latency: Pykka vs deterministic.",
+    )
+    parser.add_argument("--mutations", type=int, default=2000, help="throughput loop per round")
+    parser.add_argument("--samples", type=int, default=300, help="latency samples per round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per runtime")
     args = parser.parse_args(argv)
-    if args.samples < 1 or args.mutations < 1:
-        parser.error("--mutations and --samples must be >= 1")
-    pykka = measure_pykka(args.mutations, args.samples)
-    det = measure_deterministic(args.mutations, args.samples)
-    for line in report(pykka, det, args.mutations, args.samples):
+    if min(args.samples, args.mutations, args.rounds) < 1:
+        parser.error("--mutations, --samples and --rounds must be >= 1")
+    pykka: list[Result] = []
+    det: list[Result] = []
+    for _ in range(args.rounds):
+        pykka.append(measure_pykka(args.mutations, args.samples))
+        det.append(measure_deterministic(args.mutations, args.samples))
+    lines = report(
+        combine(pykka), combine(det), args.mutations, args.samples * args.rounds, args.rounds
+    )
+    for line in lines:
         print(line)
 
 

@@ -25,12 +25,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel
-
 from ._actions import Action, CancelTimer, FinishQuery, NotifyView, StartTimer, TimerKey
 from ._clock import Clock
 from ._config import StateConfig, VersionMismatchPolicy
-from ._copying import copy_model
 from ._diagnostics import (
     MetricCounters,
     PeerState,
@@ -50,14 +47,14 @@ from ._events import (
 )
 from ._generation import Generation, IncarnationSource, StateObject, StateViewObject
 from ._messages import DeltaUpdate, FullSnapshot, RequestSnapshot, SnapshotReply
+from ._mutation import prepare_mutation, project_view
 from ._payloads import PayloadDecoder, Unreadable
 from ._publisher import DELAYED_TIMER, PERIODIC_TIMER, Publisher
-from ._pulls import PullTracker
+from ._pulls import PullTracker, pull_timer
 from ._ratelimit import RateLimitedLog
 from ._rules import Kind, Verdict, judge
 from ._startup import load_or_fresh, save_or_raise
 from ._state import DeltaDistributedState, DistributedState, validate_state_type
-from ._urgency import SyncUrgency
 from ._views import PublishedViews, ViewTable
 from ._wire import WireCodec
 
@@ -126,7 +123,7 @@ class ShardEngine(Generic[S]):
             state_type, config.persistence, clock, incarnations or IncarnationSource()
         )
         self._publisher.mark_broadcast(self.own.generation)
-        self._put_own_view(self._project(self.own.value))
+        self._put_own_view(project_view(state_type, self.own.value))
         if self._custom_urgency and not config.sync_strategy.has_fallback:
             log.warning(
                 "state %r overrides sync_urgency but its strategy has no fallback (push mode "
@@ -178,81 +175,17 @@ class ShardEngine(Generic[S]):
         """
         if not callable(fn):
             raise TypeError(f"mutate() takes a callable fn(state), got {fn!r}")
-        if with_delta and self._delta_type is None:
-            raise TypeError(
-                f"mutate_with_delta() needs a DeltaDistributedState; {self.name!r} is a "
-                "simple DistributedState: use mutate()"
-            )
-        current = self.own
-        work = copy_model(current.value)
-        result = fn(work)
-        new_state: S = work
-        if not with_delta and result is not None:
-            if not isinstance(result, self.state_type):
-                raise TypeError(
-                    f"the mutation of {self.name!r} returned a {type(result).__qualname__}; "
-                    f"return None (after changing the state in place) or a "
-                    f"{self.state_type.__qualname__}"
-                )
-            new_state = result
-        new_own = StateObject(
-            current.generation.next(),
-            self.state_type.STORAGE_VERSION,
-            new_state,
-            current.created_time,
-            max(self._clock.wall_ms(), current.modified_time),
+        prepared = prepare_mutation(
+            self.own, self._own_view_value(), fn, with_delta=with_delta, clock=self._clock
         )
-        delta: BaseModel | None = None
-        urgency = SyncUrgency.DEFAULT
-        if with_delta:
-            delta, view, urgency = self._advance_own_view(result)
-        else:
-            view = self._project(new_state)
-        plan = self._publisher.prepare(new_own, view, delta, urgency)
-        save_or_raise(self.config.persistence, new_own, delta)
+        new_own = prepared.own
+        plan = self._publisher.prepare(new_own, prepared.view, prepared.delta, prepared.urgency)
+        save_or_raise(self.config.persistence, new_own, prepared.delta)
         self.own = new_own
         self._metrics.total_mutations += 1
-        actions = self._put_own_view(view)
+        actions = self._put_own_view(prepared.view)
         actions.extend(self._publisher.commit(plan))
         return new_own.generation, actions
-
-    def _advance_own_view(self, change: Any) -> tuple[BaseModel, BaseModel, SyncUrgency]:
-        kind = self._delta_type
-        assert kind is not None
-        old_view = self._own_view_value()
-        delta = kind.project_delta(change)
-        if not isinstance(delta, kind.Delta):
-            raise TypeError(
-                f"{kind.__qualname__}.project_delta() must return a {kind.Delta.__qualname__}, "
-                f"got {type(delta).__qualname__}"
-            )
-        view = kind.apply_delta(old_view, delta)
-        if not isinstance(view, kind.View) or view is old_view:
-            got = "its argument" if view is old_view else type(view).__qualname__
-            raise TypeError(
-                f"{kind.__qualname__}.apply_delta() must return a new {kind.View.__qualname__} "
-                f"(e.g. view.model_copy(update=...)) without changing its argument; got {got}"
-            )
-        urgency = SyncUrgency.DEFAULT
-        if self._custom_urgency:
-            urgency = kind.sync_urgency(old_view, view, delta)
-            if not isinstance(urgency, SyncUrgency):
-                raise TypeError(
-                    f"{kind.__qualname__}.sync_urgency() must return a SyncUrgency, got {urgency!r}"
-                )
-        return delta, view, urgency
-
-    def _project(self, state: S) -> Any:
-        kind = self._delta_type
-        if kind is None:
-            return state
-        view = state.project_view()  # type: ignore[attr-defined]
-        if not isinstance(view, kind.View):
-            raise TypeError(
-                f"{kind.__qualname__}.project_view() must return a {kind.View.__qualname__}, "
-                f"got {type(view).__qualname__}"
-            )
-        return view
 
     def _put_own_view(self, view: Any) -> list[Action]:
         own = self.own
@@ -468,8 +401,26 @@ class ShardEngine(Generic[S]):
         if source not in self._peers and source not in self._departed:
             self._drop("unknown_node", source, "a snapshot request from a non-member")
             return []
-        own_view = self._own_view_value()
-        return [self._publisher.reply_to(source, request.request_id, self.own, own_view)]
+        return self._send_own(
+            lambda view: self._publisher.reply_to(source, request.request_id, self.own, view)
+        )
+
+    def _send_own(self, build: Callable[[Any], Action]) -> list[Action]:
+        """The own snapshot for one peer; if it cannot be encoded (e.g. it outgrew the
+        size cap), count and log it rather than raise into the mailbox."""
+        try:
+            return [build(self._own_view_value())]
+        except Exception as exc:
+            self._metrics.sync_failures += 1
+            self._rate_log.log(
+                logging.ERROR,
+                ("encode", self.name),
+                "state %r: cannot send the own snapshot at generation %s: %s",
+                self.name,
+                self.own.generation,
+                exc,
+            )
+            return []
 
     def _on_announced(self, source: str, generation: Generation) -> list[Action]:
         if not self._admit(source):
@@ -491,8 +442,7 @@ class ShardEngine(Generic[S]):
             return []
         self._departed.pop(node, None)
         self._add_peer(node)
-        own_view = self._own_view_value()
-        actions: list[Action] = [self._publisher.snapshot_to(node, self.own, own_view)]
+        actions = self._send_own(lambda view: self._publisher.snapshot_to(node, self.own, view))
         if node not in self._views:
             actions.extend(self._pulls.ensure(node, probe=True))
         return actions
@@ -523,7 +473,7 @@ class ShardEngine(Generic[S]):
         if pull is None:
             return []
         now = self._clock.now()
-        actions: list[Action] = []
+        actions: list[Action] = [CancelTimer(pull_timer(node, request_id))]
         held = self._views.get(node)
         if (
             failure is not None
@@ -569,7 +519,14 @@ class ShardEngine(Generic[S]):
                 return self._publisher.flush_window(self.own, self._own_view_value())
             except Exception as exc:
                 self._metrics.sync_failures += 1
-                log.error("state %r: could not encode the own update: %s", self.name, exc)
+                self._rate_log.log(
+                    logging.ERROR,
+                    ("encode", self.name),
+                    "state %r: cannot send the own update at generation %s: %s",
+                    self.name,
+                    self.own.generation,
+                    exc,
+                )
                 return []
         if len(key) == 2 and key[0] == "probe":
             node = key[1]

@@ -1,1 +1,37 @@
-"""dstate on Thespian."""
+"""dstate on Thespian: an :class:`~dstate_core._runtime.ActorRuntime` whose nodes span processes and hosts.
+
+A node's shards run as thread actors in its own process (so fast-path queries
+read local memory); the traffic between nodes crosses Thespian through one
+gateway actor per node, and membership comes from a Thespian convention::
+
+    leader = ThespianRuntime("a", admin_port=1900, host="127.0.0.1")
+    member = ThespianRuntime("b", admin_port=1901, host="127.0.0.1",
+                             convention_address="127.0.0.1:1900")
+    ...
+    member.shutdown(); leader.shutdown()
+
+Importing this package sets Thespian's convention timing (see
+:data:`CONVENTION_TIMING`) unless the environment already does.
+"""
+
+from dstate_core._scheduler import ScheduledTimer
+
+from ._cluster import ThespianCluster, local_cluster
+from ._refs import RemoteAskError, ThespianActorRef
+from ._runtime import SYSTEM_BASES, ThespianRuntime
+from ._simple import InProcessConvention
+from ._system import stop_system
+from ._thespian import CONVENTION_TIMING
+
+__all__ = [
+    "CONVENTION_TIMING",
+    "SYSTEM_BASES",
+    "InProcessConvention",
+    "RemoteAskError",
+    "ScheduledTimer",
+    "ThespianActorRef",
+    "ThespianCluster",
+    "ThespianRuntime",
+    "local_cluster",
+    "stop_system",
+]

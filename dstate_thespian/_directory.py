@@ -65,7 +65,7 @@ class Directory:
 
     def __init__(self, node_id: str) -> None:
         self._node_id = node_id
-        self._state = threading.Lock()
+        self._state = threading.Condition(threading.Lock())
         self._events = threading.RLock()
         self._view: dict[str, str] = {}
         self._tables: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {}
@@ -125,6 +125,11 @@ class Directory:
         with self._state:
             return dict(self._joined)
 
+    def wait_joined(self, timeout: float) -> bool:
+        """Block until some peer has joined; False after ``timeout`` seconds."""
+        with self._state:
+            return self._state.wait_for(lambda: bool(self._joined), timeout)
+
     def reachable(self) -> list[str]:
         """Peers the gateway reports (joined or not yet), sorted."""
         with self._state:
@@ -156,6 +161,8 @@ class Directory:
             if self._joined.get(node) != joined[node]:
                 events.append(NodeJoined(node))
         self._joined = joined
+        if events:
+            self._state.notify_all()
         return events
 
     def _emit(self, events: list[ClusterEvent]) -> None:

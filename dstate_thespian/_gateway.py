@@ -109,7 +109,7 @@ class GatewayCore:
         first = not self.node
         self.node, self.inc, self.relay = msg.node, msg.incarnation, msg.relay
         self._caller = sender
-        out: list[Effect] = [Send(sender, Attached(self._me, pid, admin_pid))]
+        out: list[Effect] = [Send(sender, Attached(self._me, pid, admin_pid, sender))]
         out += [Send(sender, m) for m in self._pending]
         self._pending.clear()
         out.append(Send(sender, self._view_msg()))

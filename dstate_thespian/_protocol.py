@@ -79,11 +79,13 @@ class Attach:
 
 @dataclass(frozen=True, slots=True)
 class Attached:
-    """Gateway → node process: the gateway's address and the pids of its actor system."""
+    """Gateway → node process: addresses, and the pids of the gateway's actor system."""
 
     gateway: Any
     pid: int
     admin_pid: int
+    #: The node process's own receiving endpoint (the sender of :class:`Attach`).
+    you: Any
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ __all__ = [
     "GatewayActor",
     "convention_update",
     "exit_request",
+    "failure_detection_bound",
     "named_address",
     "start_system",
 ]
@@ -63,6 +64,31 @@ def _set_convention_timing() -> None:
 
 
 _set_convention_timing()
+
+
+def _env_seconds(name: str) -> float:
+    minutes, _, seconds = os.environ.get(name, CONVENTION_TIMING[name]).partition(":")
+    try:
+        return 60.0 * int(minutes) + int(seconds)
+    except ValueError:
+        return 60.0 * int(CONVENTION_TIMING[name].partition(":")[0]) + int(
+            CONVENTION_TIMING[name].partition(":")[2]
+        )
+
+
+def failure_detection_bound() -> float:
+    """Seconds within which the convention reports a killed system (from its timing).
+
+    The leader drops a member after ``MISS_MAX`` re-registration periods without
+    one, checked once a period; a member drops a leader after as many failed
+    registrations. One more period and a second of slack cover both.
+    """
+    period = _env_seconds("CONVENTION_REREGISTRATION_PERIOD")
+    try:
+        misses = int(os.environ.get("CONVENTION_REGISTRATION_MISS_MAX", "2"))
+    except ValueError:
+        misses = 2
+    return period * (misses + 1) + 1.0
 
 from thespian import actors as _ta  # type: ignore[import-untyped]  # noqa: E402
 

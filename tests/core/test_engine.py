@@ -571,6 +571,15 @@ class TestStateHooks:
             engine.mutate(lambda s: setattr(s, "label", "x" * 1000))
         assert engine.own is own
 
+    def test_a_snapshot_too_big_for_the_wire_never_raises_from_peer_input(self) -> None:
+        config = StateConfig(sync_strategy=SyncStrategy(PushMode.NONE))
+        engine = ShardEngine(TestState, config, "a", TestClock(), WireCodec(max_message_bytes=300))
+        engine.handle(PeerJoined("b"))
+        engine.mutate(lambda s: setattr(s, "label", "x" * 1000))  # nothing encoded yet
+        engine.handle(MessageReceived(RequestSnapshot(TestState.NAME, "b", 1)))
+        engine.handle(PeerJoined("c"))
+        assert engine.metrics().sync_failures >= 1
+
     def test_a_periodic_snapshot_too_big_for_the_wire_is_counted(
         self, caplog: pytest.LogCaptureFixture
     ) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -49,3 +52,158 @@ def test_live_demo_runs_partitions_heals_and_exits_zero(capsys: pytest.CaptureFi
     assert "c is partitioned away" in out
     assert "healed" in out
     assert "health: {'a': 'HEALTHY', 'b': 'HEALTHY', 'c': 'HEALTHY'}" in out
+
+
+def test_pykka_quick_start_prints_the_same_result(capsys: pytest.CaptureFixture[str]) -> None:
+    from examples import pykka_quickstart
+
+    pykka_quickstart.main()
+    assert capsys.readouterr().out.strip() == "1"
+
+
+# -- examples/quickstart.py, counters.py, config_watch.py, custom_runtime.py ----------------
+
+
+def _readme_quick_start() -> str:
+    code = re.search(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert code is not None, "README.md lost its quick start"
+    return code.group(1)
+
+
+def test_quickstart_module_prints_1(capsys: pytest.CaptureFixture[str]) -> None:
+    from examples import quickstart
+
+    quickstart.main()
+    assert capsys.readouterr().out == "1\n"
+
+
+def test_quickstart_module_is_the_readme_block_verbatim() -> None:
+    source = (ROOT / "examples" / "quickstart.py").read_text()
+    block = source.split("# fmt: off\n", 1)[1].split("# fmt: on\n", 1)[0]
+    head, body = block.split("def main() -> None:\n", 1)
+    docstring, body = body.split("\n", 1)
+    assert docstring.strip().startswith('"""')
+    assert head + textwrap.dedent(body) == _readme_quick_start(), (
+        "examples/quickstart.py and the README's quick start have drifted apart"
+    )
+
+
+def _counters_table(out: str, labels: tuple[str, ...]) -> dict[str, tuple[str, str]]:
+    """Label -> (exact cell, approx cell) from the fixed-width report (38 + 22 + 22)."""
+    rows = {}
+    for line in out.splitlines():
+        label = line[:38].strip()
+        if label in labels:
+            rows[label] = (line[38:60].strip(), line[60:].strip())
+    assert set(rows) == set(labels), out
+    return rows
+
+
+def _number(cell: str) -> float:
+    return float(cell.replace(",", ""))
+
+
+def test_counters_show_the_exact_vs_approximate_trade_off(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from examples import counters
+
+    counters.main(["--duration", "1.0", "--batch-interval", "0.1"])
+    out = capsys.readouterr().out
+    table = _counters_table(out, counters.LABELS)
+    exact_mps, approx_mps = (_number(c) for c in table["mutations/s"])
+    assert exact_mps > 0
+    assert approx_mps > 0
+    exact_per, approx_per = (_number(c) for c in table["messages per mutation"])
+    assert 0.99 <= exact_per <= 1.05, "active push sends one message per mutation per peer"
+    assert approx_per < 0.05, "the change feed sends a batch per interval, not per mutation"
+    exact_lag, approx_lag = (
+        _number(c.split(" / ")[0]) for c in table["b behind a: generations avg / max"]
+    )
+    assert exact_lag < approx_lag
+    finals = [cell.split(" / ") for cell in table["final value on a / on b"]]
+    for on_a, on_b in finals:
+        assert on_a == on_b, f"b did not converge: {finals}"
+    disk = re.search(
+        r"exact counter on disk \(a\.sqlite\): value ([\d,]+) at generation ([\d,]+)", out
+    )
+    assert disk is not None, out
+    assert disk.group(1) == disk.group(2) == finals[0][0], "the exact counter is persisted"
+    assert "approx ran" in out
+
+
+CONFIG_WATCH_KEY_LINES = [
+    "  [   web] admin is here at generation 0: dark_mode=False, max_upload_mb=10, banner=''",
+    "  [ admin] generation 1: dark_mode False -> True",
+    "  [   web] generation 1: dark_mode False -> True",
+    "  [worker] generation 1: dark_mode False -> True",
+    "  [worker] generation 2: max_upload_mb 10 -> 50, banner '' -> 'maintenance at 02:00'",
+    "  [   web] admin left: its view is gone",
+    "  [worker] admin left: its view is gone",
+    "  admin resumed at generation 2 (same incarnation): dark_mode=True, max_upload_mb=50, "
+    "banner='maintenance at 02:00'",
+    "  [   web] admin is here at generation 2: dark_mode=True, max_upload_mb=50, "
+    "banner='maintenance at 02:00'",
+    "  [worker] admin is here at generation 2: dark_mode=True, max_upload_mb=50, "
+    "banner='maintenance at 02:00'",
+    "  [ admin] generation 3: banner 'maintenance at 02:00' -> ''",
+    "  [   web] generation 3: banner 'maintenance at 02:00' -> ''",
+    "  [worker] generation 3: banner 'maintenance at 02:00' -> ''",
+    "   admin: generation 3: dark_mode=True, max_upload_mb=50, banner=''",
+    "     web: generation 3: dark_mode=True, max_upload_mb=50, banner=''",
+    "  worker: generation 3: dark_mode=True, max_upload_mb=50, banner=''",
+]
+
+
+def test_config_watch_callbacks_and_recovery_after_restart(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from examples import config_watch
+
+    config_watch.main([])
+    lines = capsys.readouterr().out.splitlines()
+    positions = [lines.index(line) for line in CONFIG_WATCH_KEY_LINES]  # ValueError if missing
+    assert positions == sorted(positions), "the lines came out of order"
+    assert sum("admin left" in line for line in lines) == 2  # the peers, not admin itself
+
+
+def test_config_watch_data_dir_carries_over_between_runs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from examples import config_watch
+
+    config_watch.main(["--data-dir", str(tmp_path)])
+    capsys.readouterr()
+    config_watch.main(["--data-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert out.startswith("admin starts at generation 3;")
+    assert "  [ admin] generation 4: no change" in out  # dark mode was already on
+    assert "  admin resumed at generation 5 (same incarnation)" in out
+    assert "  worker: generation 6: dark_mode=True, max_upload_mb=50, banner=''" in out
+
+
+def test_custom_runtime_demo_replicates_a_counter(capsys: pytest.CaptureFixture[str]) -> None:
+    from examples import custom_runtime
+
+    assert custom_runtime.main(["--demo-only"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "  a sees {'a': 3, 'b': 1} -> total 4" in lines
+    assert "  b sees {'a': 3, 'b': 1} -> total 4" in lines
+    assert "  b pulled a fresh view (max_staleness=0): {'a': 3, 'b': 1}" in lines
+    assert lines[-1] == "replicated on the custom runtime"
+
+
+def test_custom_runtime_module_runs_the_conformance_suite() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "examples.custom_runtime"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert re.search(r"^\d+ passed in ", run.stdout, re.M), run.stdout
+    assert "failed" not in run.stdout
+    assert "conformance: PASSED" in run.stdout
+    assert "replicated on the custom runtime" in run.stdout

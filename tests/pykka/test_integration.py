@@ -96,11 +96,18 @@ def register_all(
     state_type: type[Any] = TestState,
     config: StateConfig | None = None,
 ) -> dict[str, Any]:
-    """Register ``state_type`` on every node and wait for the join exchange."""
+    """Register ``state_type`` on every node and let the join exchange settle.
+
+    Once every view map holds every node, a tight query on each node pulls
+    every peer. Replies come back in order behind any join message still in
+    flight, so afterwards no join traffic can land late and change a view.
+    """
     shards = {n: cluster.node(n).register(state_type, config) for n in cluster.node_ids}
     assert cluster.wait_until(holds_all(shards, cluster.node_ids), DEADLINE), {
         n: sorted(s.snapshot()) for n, s in shards.items()
     }
+    for shard in shards.values():
+        shard.query(values, max_staleness=0.0, on_stale="return")
     return shards
 
 
@@ -623,7 +630,8 @@ class TestBadInput:
             assert cluster.wait_until(
                 lambda: node_a.dropped_messages.get("unauthenticated", 0) == 3, DEADLINE
             ), node_a.dropped_messages
-            assert shards["a"].snapshot()["b"] == view_b
+            held = shards["a"].snapshot()["b"]
+            assert (held.generation, held.value) == (view_b.generation, view_b.value)
 
             # Control: the same frame signed with the secret is accepted, so the
             # drops above were the authentication's doing.
@@ -682,7 +690,7 @@ class TestThreads:
     def test_no_thread_outlives_the_cluster(self) -> None:
         before = set(threading.enumerate())
         config = StateConfig(
-            sync_strategy=SyncStrategy.feed_with_periodic_sync(PERIOD), pull_timeout=0.3
+            sync_strategy=SyncStrategy.feed_with_periodic_sync(PERIOD), pull_timeout=1.0
         )
         # A long failure timeout: the crash's detector is still pending at close.
         with local_cluster(["a", "b", "c"], change_feed=FAST_FEED, failure_timeout=30.0) as cluster:

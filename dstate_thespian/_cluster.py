@@ -1,0 +1,245 @@
+"""``dstate_thespian.local_cluster``: several Thespian nodes driven from one process (SPEC §12).
+
+On multiprocTCPBase (the default) every node is its own actor system on its
+own loopback admin port, in its own processes; the first node leads the
+convention and the others join it, exactly as separate hosts would. A node
+keeps its port across restarts. On simpleSystemBase the nodes share one
+:class:`~dstate_thespian.InProcessConvention`.
+
+Everything runs in real time: use :meth:`ThespianCluster.wait_until` to wait for
+a condition with a deadline. ``close()`` stops every actor system and checks
+that its processes are gone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from dstate_core import ChangeFeedConfig, Clock, SystemClock
+from dstate_core._local_cluster import LocalClusterBase
+from dstate_core._node import INBOX_GROUP
+from dstate_core._runtime import ActorRuntime
+from dstate_core._wire import DEFAULT_MAX_MESSAGE_BYTES
+
+from ._runtime import SYSTEM_BASES, ThespianRuntime
+from ._simple import InProcessConvention
+from ._system import free_port
+from ._thespian import failure_detection_bound
+
+__all__ = ["ThespianCluster", "local_cluster"]
+
+
+class ThespianCluster(LocalClusterBase):
+    """A cluster of :class:`DStateNode` on :class:`ThespianRuntime` s.
+
+    Args:
+        system_base: ``"multiprocTCPBase"`` or ``"simpleSystemBase"``.
+        failure_timeout: simpleSystemBase: seconds from a crash to ``NodeLeft``.
+            On multiprocTCPBase the convention detects a crash, within
+            :attr:`detection_bound` seconds.
+        host: the loopback address the actor systems advertise.
+        join_timeout: how long a joining node waits for the leader.
+    """
+
+    def __init__(
+        self,
+        node_ids: Iterable[str],
+        *,
+        system_base: str = "multiprocTCPBase",
+        clock: Clock | None = None,
+        change_feed: ChangeFeedConfig | None = None,
+        cluster_secret: bytes | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        failure_timeout: float = 5.0,
+        host: str = "127.0.0.1",
+        join_timeout: float = 10.0,
+    ) -> None:
+        if system_base not in SYSTEM_BASES:
+            raise ValueError(f"system_base must be one of {SYSTEM_BASES}, got {system_base!r}")
+        super().__init__(
+            node_ids,
+            clock=clock or SystemClock(),
+            change_feed=change_feed,
+            cluster_secret=cluster_secret,
+            max_message_bytes=max_message_bytes,
+            failure_timeout=failure_timeout,
+        )
+        self.system_base = system_base
+        self.host = host
+        self._join_timeout = join_timeout
+        self._ports: dict[str, int] = {}
+        self._leader = self._initial_ids[0] if self._initial_ids else None
+        self._every_runtime: list[ThespianRuntime] = []
+        self._partition: list[set[str]] | None = None
+        self.convention: InProcessConvention | None = None
+        if system_base == "simpleSystemBase":
+            self.convention = InProcessConvention(failure_timeout)
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- what LocalClusterBase needs ---------------------------------------------------
+
+    def _new_runtime(self, node_id: str) -> ActorRuntime:
+        if self.convention is not None:
+            runtime = ThespianRuntime(node_id, "simpleSystemBase", convention=self.convention)
+        else:
+            if self._leader is None:
+                self._leader = node_id
+            leader_port = self.admin_port(self._leader)
+            runtime = ThespianRuntime(
+                node_id,
+                "multiprocTCPBase",
+                admin_port=self.admin_port(node_id),
+                convention_address=(
+                    None if node_id == self._leader else f"{self.host}:{leader_port}"
+                ),
+                host=self.host,
+                join_timeout=self._join_timeout,
+            )
+        self._every_runtime.append(runtime)
+        self._apply_partition()
+        return runtime
+
+    def _leave_runtime(self, node_id: str, runtime: ActorRuntime) -> None:
+        runtime.shutdown()
+
+    def _crash_runtime(self, node_id: str, runtime: ActorRuntime) -> None:
+        if isinstance(runtime, ThespianRuntime):
+            runtime._crash()
+
+    # -- inspection ---------------------------------------------------------------------
+
+    @property
+    def leader(self) -> str | None:
+        """multiprocTCPBase: the node whose actor system leads the convention."""
+        return None if self.convention is not None else self._leader
+
+    @property
+    def detection_bound(self) -> float:
+        """Seconds within which peers see a crashed node leave (on this base)."""
+        if self.convention is not None:
+            return self.failure_timeout
+        return failure_detection_bound()
+
+    def admin_port(self, node_id: str) -> int:
+        """multiprocTCPBase: the admin port of ``node_id`` (fixed for the cluster's life)."""
+        if node_id not in self._ports:
+            self._ports[node_id] = free_port()
+        return self._ports[node_id]
+
+    @property
+    def admin_ports(self) -> dict[str, int]:
+        """Every admin port handed out, by node id."""
+        return dict(self._ports)
+
+    def pids(self) -> list[int]:
+        """Every process of every actor system this cluster started (multiprocTCPBase)."""
+        return sorted({pid for rt in self._every_runtime for pid in rt.pids})
+
+    def alive_pids(self) -> list[int]:
+        """Those of :meth:`pids` still running."""
+        return sorted({pid for rt in self._every_runtime for pid in rt.alive_pids()})
+
+    @property
+    def messages_sent(self) -> int:
+        """Cross-node messages sent by every runtime so far (one per destination actor)."""
+        return sum(rt.messages_sent for rt in self._every_runtime)
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes of :attr:`messages_sent`."""
+        return sum(rt.bytes_sent for rt in self._every_runtime)
+
+    # -- faults -------------------------------------------------------------------------
+
+    def partition(self, *groups: Iterable[str]) -> None:
+        """Drop dstate traffic between ``groups`` (unlisted nodes form one more group).
+
+        Membership and group tables still flow, as on :class:`PykkaNetwork`.
+
+        Raises:
+            ValueError: a node id is listed in two groups.
+        """
+        parts: list[set[str]] = []
+        seen: set[str] = set()
+        for group in groups:
+            part = {group} if isinstance(group, str) else set(group)
+            if part & seen:
+                raise ValueError(f"node(s) {sorted(part & seen)} are in two partition groups")
+            seen |= part
+            parts.append(part)
+        self._partition = parts
+        self._apply_partition()
+
+    def heal(self) -> None:
+        """Remove the partition."""
+        self._partition = None
+        self._apply_partition()
+
+    def _apply_partition(self) -> None:
+        for runtime in self._every_runtime:
+            if runtime.is_shut_down:
+                continue
+            if self._partition is None:
+                runtime._block(())
+                continue
+            mine = next((p for p in self._partition if runtime.node_id in p), None)
+            listed = set().union(*self._partition)
+            others = {rt.node_id for rt in self._every_runtime} | set(self._ports) | listed
+            if mine is None:
+                blocked = listed
+            else:
+                blocked = others - mine
+            runtime._block(blocked - {runtime.node_id})
+
+    def inject(self, src: str, dst: str, data: bytes) -> None:
+        """Deliver raw ``data`` to ``dst``'s dstate inbox as if ``src`` sent it."""
+        for ref in self.runtime(dst).group_members(INBOX_GROUP):
+            if ref.node_id == dst:
+                ref.send(data)
+                return
+        raise KeyError(f"node {dst!r} has no dstate inbox")
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Shut every node and actor system down (killing stragglers); idempotent."""
+        super().close()
+        for runtime in self._every_runtime:
+            runtime.shutdown()
+        if self.convention is not None:
+            self.convention.close()
+
+    @staticmethod
+    def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+        """Poll ``predicate`` until it holds or ``timeout`` seconds pass; True if it held."""
+        deadline = time.monotonic() + timeout
+        delay = 0.0005
+        while True:
+            if predicate():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
+
+
+@contextmanager
+def local_cluster(node_ids: Sequence[str], **options: Any) -> Iterator[ThespianCluster]:
+    """A cluster of Thespian nodes; every actor system is stopped when the block ends.
+
+    Options: ``system_base`` (default ``"multiprocTCPBase"``), ``failure_timeout``,
+    ``host`` (default ``"127.0.0.1"``), ``join_timeout``, ``change_feed``,
+    ``cluster_secret``, ``max_message_bytes``, ``clock``.
+    """
+    cluster = ThespianCluster(node_ids, **options)
+    try:
+        yield cluster
+    finally:
+        cluster.close()

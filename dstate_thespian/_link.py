@@ -1,0 +1,211 @@
+"""How a node process talks to its own gateway (SPEC §8, §9).
+
+A *link* owns two directions:
+
+* inbound: a receiver thread attaches to the gateway (the gateway then sends
+  everything for this node to that thread's endpoint) and loops on
+  ``listen()``, handing each message to the runtime;
+* outbound: :meth:`post` queues a message for the gateway without blocking.
+
+Thespian hands one ``ActorSystem`` handle's replies to whichever thread asks,
+so each thread gets its own ``private()`` endpoint. On multiprocTCPBase a
+``tell`` blocks until the bytes are written, so a sender thread does them; on
+simpleSystemBase a private ``tell`` only queues and the convention's pump
+thread (:mod:`dstate_thespian._simple`) runs the actors.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ._protocol import Attached
+
+if TYPE_CHECKING:
+    from ._simple import InProcessConvention
+
+__all__ = ["Link", "SimpleLink", "TcpLink"]
+
+_log = logging.getLogger("dstate.thespian")
+
+#: How long one ``listen()`` waits before checking whether the link is closing.
+POLL_SECONDS = 0.1
+
+_STOP = object()
+
+
+class Link:
+    """The receiver side shared by both links; subclasses say how to reach the gateway.
+
+    Args:
+        gateway: the gateway's Thespian address.
+        attach: the first message the receiver sends (an :class:`Attach`).
+        on_message: called on the receiver thread with each inbound message.
+        name: the node id (thread names).
+
+    Concurrency: ``post`` is thread-safe and never blocks; ``on_message`` runs
+    on the single receiver thread, in arrival order.
+    """
+
+    def __init__(
+        self, gateway: Any, attach: Any, on_message: Callable[[Any], None], name: str
+    ) -> None:
+        self._gateway = gateway
+        self._attach = attach
+        self._on_message = on_message
+        self._name = name
+        self._stop = threading.Event()
+        self._you: Any = None
+        self.send_failures = 0
+        self._receiver = threading.Thread(
+            target=self._receive_loop, name=f"dstate-thespian-rx-{name}", daemon=True
+        )
+
+    def start(self) -> None:
+        """Start the threads (the receiver attaches at once)."""
+        self._receiver.start()
+
+    def post(self, msg: Any) -> None:
+        """Send ``msg`` to the gateway, in order with this link's other posts."""
+        raise NotImplementedError
+
+    def close(self, wait: float) -> None:
+        """Stop the threads (waits at most ``wait`` seconds); messages not sent are dropped."""
+        self._stop.set()
+        if self._receiver.is_alive() and self._receiver is not threading.current_thread():
+            self._receiver.join(wait)
+
+    def _open(self) -> tuple[Any, Callable[[], None]]:
+        """A private endpoint for the receiver, and how to close it."""
+        raise NotImplementedError
+
+    def _receive_loop(self) -> None:
+        try:
+            endpoint, close = self._open()
+        except Exception:
+            _log.exception("node %r: cannot open a Thespian endpoint for its gateway", self._name)
+            return
+        try:
+            self._tell(endpoint, self._attach)
+            while not self._stop.is_set():
+                try:
+                    msg = endpoint.listen(POLL_SECONDS)
+                except Exception:
+                    _log.exception("node %r: listening to its gateway failed", self._name)
+                    self._stop.wait(POLL_SECONDS)
+                    continue
+                if isinstance(msg, Attached):
+                    self._you = msg.you
+                if msg is not None and not self._stop.is_set():
+                    try:
+                        self._on_message(msg)
+                    except Exception:
+                        _log.exception("node %r: an inbound message failed", self._name)
+        finally:
+            try:
+                close()
+            except Exception:
+                _log.debug("node %r: closing the endpoint failed", self._name, exc_info=True)
+
+    def _tell(self, endpoint: Any, msg: Any) -> None:
+        try:
+            endpoint.tell(self._gateway, msg)
+        except Exception as exc:
+            self.send_failures += 1
+            _log.warning("node %r: a message to its gateway was lost: %s", self._name, exc)
+
+
+class TcpLink(Link):
+    """A link on a multiproc base: a receiver and a sender thread, each with a private endpoint."""
+
+    def __init__(
+        self,
+        system: Any,
+        gateway: Any,
+        attach: Any,
+        on_message: Callable[[Any], None],
+        name: str,
+    ) -> None:
+        super().__init__(gateway, attach, on_message, name)
+        self._system = system
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._sender = threading.Thread(
+            target=self._send_loop, name=f"dstate-thespian-tx-{name}", daemon=True
+        )
+
+    def start(self) -> None:
+        """Start both threads."""
+        super().start()
+        self._sender.start()
+
+    def post(self, msg: Any) -> None:
+        """Queue ``msg`` for the sender thread."""
+        self._queue.put(msg)
+
+    def close(self, wait: float) -> None:
+        """Stop both threads; queued messages are dropped."""
+        self._queue.put(_STOP)
+        super().close(wait)
+        if self._sender.is_alive() and self._sender is not threading.current_thread():
+            self._sender.join(wait)
+
+    def _open(self) -> tuple[Any, Callable[[], None]]:
+        manager = self._system.private()
+        endpoint = manager.__enter__()
+        return endpoint, lambda: manager.__exit__(None, None, None)
+
+    def _send_loop(self) -> None:
+        try:
+            endpoint, close = self._open()
+        except Exception:
+            _log.exception("node %r: cannot open a Thespian endpoint to send", self._name)
+            return
+        try:
+            while True:
+                msg = self._queue.get()
+                if msg is _STOP or self._stop.is_set():
+                    return
+                self._tell(endpoint, msg)
+        finally:
+            try:
+                close()
+            except Exception:
+                _log.debug("node %r: closing the endpoint failed", self._name, exc_info=True)
+
+
+class SimpleLink(Link):
+    """A link on simpleSystemBase: posts queue into the shared system and wake its pump."""
+
+    def __init__(
+        self,
+        convention: InProcessConvention,
+        gateway: Any,
+        attach: Any,
+        on_message: Callable[[Any], None],
+        name: str,
+    ) -> None:
+        super().__init__(gateway, attach, on_message, name)
+        self._convention = convention
+        self._endpoint, self._close_endpoint = convention.open_endpoint()
+
+    def post(self, msg: Any) -> None:
+        """Queue ``msg`` in the simple system and wake its pump."""
+        if not self._stop.is_set():
+            self._tell(self._endpoint, msg)
+
+    def close(self, wait: float) -> None:
+        """Stop the receiver (a private ``listen`` there only returns on a message: poke it)."""
+        self._stop.set()
+        if self._you is not None:
+            self._convention.poke(self._you)
+        super().close(wait)
+
+    def _open(self) -> tuple[Any, Callable[[], None]]:
+        return self._endpoint, self._close_endpoint
+
+    def _tell(self, endpoint: Any, msg: Any) -> None:
+        super()._tell(endpoint, msg)
+        self._convention.kick()

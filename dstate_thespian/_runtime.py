@@ -1,0 +1,608 @@
+"""``ThespianRuntime``: the ``ActorRuntime`` port on Thespian (SPEC §7, §8, §9).
+
+One runtime is one node. Its *local* actors (what :meth:`ThespianRuntime.spawn`
+creates, so dstate's shards) are thread actors in this process: a fast-path
+query is answered from this process's memory. Everything between nodes travels
+over Thespian: this process talks to its node's *gateway* actor (see
+:mod:`dstate_thespian._link`), gateways forward :class:`~._protocol.Parcel` s
+to each other, and membership comes from the Thespian convention.
+
+* multiprocTCPBase: each runtime starts its own actor system on its own admin
+  port; the first node of a cluster leads the convention, the others name it
+  in ``convention_address``. Systems may run in other processes or hosts.
+* simpleSystemBase: runtimes in one process share an
+  :class:`~._simple.InProcessConvention` (one actor system, run by a pump thread).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from dstate_core._errors import ActorSendError, NodeShutdownError
+from dstate_core._runtime import (
+    ActorAskTimeout,
+    ActorRef,
+    ClusterEvent,
+    Handler,
+    PendingReply,
+    SubscriptionId,
+    check_positive_seconds,
+)
+from dstate_core._scheduler import ScheduledTimer, TimerScheduler
+from dstate_core._threaded import ThreadedActor, ThreadedActorHost
+
+from ._directory import Directory, decode_groups, encode_groups
+from ._link import Link, SimpleLink, TcpLink
+from ._protocol import ALL_PEERS, Attach, Attached, Kind, Parcel, View
+from ._refs import RemoteAskError, ThespianActorRef
+from ._simple import InProcessConvention
+from ._system import TcpSystem, free_port, normalize_address
+
+if TYPE_CHECKING:
+    from dstate_core._runtime import ActorRuntime, ClusterEvents
+
+__all__ = ["SYSTEM_BASES", "ThespianRuntime"]
+
+_log = logging.getLogger("dstate.thespian")
+
+#: The Thespian system bases a runtime can use.
+SYSTEM_BASES = ("multiprocTCPBase", "simpleSystemBase")
+
+#: ``shutdown()`` waits at most this long for busy handlers, and as long for the link.
+_STOP_WAIT = 1.0
+#: How long the constructor waits for its gateway to answer.
+_ATTACH_TIMEOUT = 30.0
+#: How long a node serves an ask from another node before giving up.
+_REMOTE_ASK_LIMIT = 60.0
+
+
+class _ClusterEvents:
+    """Membership notifications of one runtime (see :attr:`ThespianRuntime.cluster_events`)."""
+
+    def __init__(self, runtime: ThespianRuntime) -> None:
+        self._runtime = runtime
+
+    def subscribe(self, callback: Callable[[ClusterEvent], None]) -> SubscriptionId:
+        """Replay ``NodeJoined`` for every joined peer, then report changes.
+
+        Concurrency: callbacks run on the runtime's receiver thread (the replay
+        on the caller's) and must not block; a raising callback is logged.
+
+        Raises:
+            NodeShutdownError: the runtime was shut down.
+        """
+        self._runtime._check_open("subscribe to cluster events")
+        return self._runtime._directory.subscribe(callback)
+
+    def unsubscribe(self, subscription: SubscriptionId) -> None:
+        """Stop calling the callback; unknown ids are ignored."""
+        self._runtime._directory.unsubscribe(subscription)
+
+
+class ThespianRuntime:
+    """One node's actor runtime on Thespian, joined to a cluster.
+
+    Args:
+        node_id: unique in the cluster.
+        system_base: ``"multiprocTCPBase"`` (default) or ``"simpleSystemBase"``.
+        admin_port: multiprocTCPBase: this node's admin port (a free one if None).
+        convention_address: multiprocTCPBase: the leader's ``"host:port"`` or
+            ``(host, port)``; None makes this node the convention leader.
+        host: multiprocTCPBase: the address peers reach this node at (sets
+            ``THESPIAN_BASE_IPADDR`` for the process); Thespian's guess if None.
+        convention: simpleSystemBase: the in-process convention to join (a
+            private one if None).
+        join_timeout: a member waits up to this long for the leader to admit
+            it (logging a warning and carrying on if it does not).
+
+    Raises:
+        ValueError: bad ``node_id`` or options, or the admin port is in use.
+        RuntimeError: the gateway actor did not start.
+
+    Concurrency: every method is thread-safe. Handlers run one message at a
+    time on their actor's thread, timers on one scheduler thread, inbound
+    traffic and cluster events on one receiver thread. ``shutdown()`` is
+    idempotent; afterwards ``spawn``, timers, groups and cross-node sends raise
+    :class:`NodeShutdownError`, and sends to its stopped actors
+    :class:`ActorSendError`.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        system_base: str = "multiprocTCPBase",
+        *,
+        admin_port: int | None = None,
+        convention_address: str | tuple[str, int] | None = None,
+        host: str | None = None,
+        convention: InProcessConvention | None = None,
+        join_timeout: float = 10.0,
+    ) -> None:
+        if not isinstance(node_id, str) or not node_id or node_id == ALL_PEERS:
+            raise ValueError(f"node_id must be a non-empty str other than '*', got {node_id!r}")
+        if system_base not in SYSTEM_BASES:
+            raise ValueError(f"system_base must be one of {SYSTEM_BASES}, got {system_base!r}")
+        tcp = system_base == "multiprocTCPBase"
+        if tcp and convention is not None:
+            raise ValueError("convention= is for simpleSystemBase; use convention_address=")
+        if not tcp and (admin_port, convention_address, host) != (None, None, None):
+            raise ValueError("admin_port, convention_address and host need multiprocTCPBase")
+        self._node_id = node_id
+        self._base = system_base
+        self._inc = uuid.uuid4().hex
+        self._lock = threading.RLock()
+        self._closed = False
+        self._actors = ThreadedActorHost(node_id, _log)
+        self._scheduler = TimerScheduler(node_id)
+        self._directory = Directory(node_id)
+        self._events = _ClusterEvents(self)
+        self._groups: dict[str, list[ThreadedActor]] = {}
+        self._blocked: frozenset[str] = frozenset()
+        self._asks: dict[str, PendingReply] = {}
+        self._attached = threading.Event()
+        self._sent = self._bytes = self._dropped = 0
+        self._system: TcpSystem | None = None
+        self._convention: InProcessConvention | None = None
+        self._owns_convention = False
+        if tcp:
+            leader = None if convention_address is None else normalize_address(convention_address)
+            self._system = TcpSystem(
+                node_id, self._inc, admin_port or free_port(), leader, host
+            )
+            attach = Attach(node_id, self._inc, relay=leader is None)
+            self._link: Link = TcpLink(
+                self._system.system, self._system.gateway, attach, self._on_message, node_id
+            )
+        else:
+            self._owns_convention = convention is None
+            self._convention = convention or InProcessConvention()
+            gateway = self._convention.create_gateway()
+            attach = Attach(node_id, self._inc, relay=False)
+            self._link = SimpleLink(self._convention, gateway, attach, self._on_message, node_id)
+            self._gateway = gateway
+        try:
+            self._start(join_timeout)
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def _start(self, join_timeout: float) -> None:
+        self._link.start()
+        if not self._attached.wait(_ATTACH_TIMEOUT):
+            raise RuntimeError(f"node {self._node_id!r}: its Thespian gateway did not answer")
+        if self._system is not None:
+            self._system.publish()
+            if self._system.convention_address is not None and join_timeout > 0:
+                if not self._directory.wait_joined(join_timeout):
+                    _log.warning(
+                        "node %r: the convention leader at %s did not admit it within %g s; "
+                        "it keeps trying",
+                        self._node_id,
+                        self._system.convention_address,
+                        join_timeout,
+                    )
+        elif self._convention is not None:
+            self._convention.join(self._node_id, self._inc, self._gateway)
+
+    # -- identity and inspection ---------------------------------------------------
+
+    @property
+    def node_id(self) -> str:
+        """This node's id, unique in the cluster."""
+        return self._node_id
+
+    @property
+    def incarnation(self) -> str:
+        """A random id of this runtime instance (a restarted node has a new one)."""
+        return self._inc
+
+    @property
+    def system_base(self) -> str:
+        """The Thespian system base in use."""
+        return self._base
+
+    @property
+    def admin_port(self) -> int | None:
+        """multiprocTCPBase: this node's admin port."""
+        return None if self._system is None else self._system.admin_port
+
+    @property
+    def pids(self) -> list[int]:
+        """multiprocTCPBase: the processes of this node's actor system (admin, logger, gateway)."""
+        return [] if self._system is None else self._system.pids
+
+    def alive_pids(self) -> list[int]:
+        """multiprocTCPBase: those of :attr:`pids` still running."""
+        return [] if self._system is None else self._system.alive_pids()
+
+    @property
+    def is_shut_down(self) -> bool:
+        """True after :meth:`shutdown` (or a simulated crash)."""
+        return self._closed
+
+    @property
+    def peers(self) -> list[str]:
+        """The joined peers (reachable, with their group tables known), sorted."""
+        return sorted(self._directory.joined())
+
+    @property
+    def messages_sent(self) -> int:
+        """Cross-node messages sent (one per destination actor: a broadcast to 2 peers is 2)."""
+        return self._sent
+
+    @property
+    def bytes_sent(self) -> int:
+        """Payload bytes of :attr:`messages_sent`."""
+        return self._bytes
+
+    @property
+    def messages_dropped(self) -> int:
+        """Inbound messages dropped: unknown actor, a partition, or malformed."""
+        return self._dropped
+
+    @property
+    def dropped_timer_fires(self) -> int:
+        """Timer fires dropped because their target actor had stopped."""
+        return self._scheduler.dropped_fires
+
+    def actor_names(self) -> list[str]:
+        """Names of this runtime's running actors."""
+        return self._actors.names()
+
+    # -- actors -----------------------------------------------------------------------
+
+    def spawn(self, name: str, handler: Handler) -> ThespianActorRef:
+        """Start a thread actor in this process that runs ``handler`` per message.
+
+        Raises:
+            ValueError: ``name`` is empty or used by a running actor of this runtime.
+            TypeError: ``handler`` is not callable.
+            NodeShutdownError: the runtime was shut down.
+        """
+        self._check_open(f"spawn actor {name!r}")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"actor name must be a non-empty str, got {name!r}")
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, got {type(handler).__name__}")
+        try:
+            actor = self._actors.spawn(name, handler)
+        except ActorSendError:
+            raise NodeShutdownError(f"runtime {self._node_id!r} is shut down") from None
+        return ThespianActorRef(self, self._node_id, name, actor)
+
+    def _stop_actor(self, actor: ThreadedActor) -> None:
+        changed = False
+        with self._lock:
+            for members in self._groups.values():
+                if actor in members:
+                    members.remove(actor)
+                    changed = True
+            self._groups = {g: m for g, m in self._groups.items() if m}
+        self._actors.stop(actor)
+        if changed:
+            self._publish_groups(ALL_PEERS)
+
+    # -- timers -------------------------------------------------------------------------
+
+    def send_after(self, ref: ActorRef, seconds: float, msg: Any) -> ScheduledTimer:
+        """Send ``msg`` to ``ref`` once, after ``seconds``.
+
+        Raises:
+            ValueError: ``seconds`` is not a finite number > 0.
+            TypeError: ``ref`` is not a Thespian ref, or a non-``bytes`` ``msg`` would cross nodes.
+            ActorSendError: the target actor is stopped.
+            NodeShutdownError: the runtime was shut down.
+        """
+        return self._schedule(ref, check_positive_seconds("seconds", seconds), None, msg)
+
+    def send_interval(self, ref: ActorRef, seconds: float, msg: Any) -> ScheduledTimer:
+        """Send ``msg`` to ``ref`` every ``seconds``, first after ``seconds``.
+
+        A fire whose target has stopped is dropped and the timer cancelled.
+
+        Raises: as :meth:`send_after`.
+        """
+        period = check_positive_seconds("seconds", seconds)
+        return self._schedule(ref, period, period, msg)
+
+    def _schedule(
+        self, ref: ActorRef, delay: float, interval: float | None, msg: Any
+    ) -> ScheduledTimer:
+        self._check_open("set a timer")
+        target = _thespian_ref(ref)
+        if target.is_local and not target.alive:
+            raise ActorSendError(f"cannot set a timer for {target!r}: the actor is stopped")
+        target.check_message(msg)
+
+        def fire() -> None:
+            if target.is_local and not target.alive:
+                raise ActorSendError(f"{target!r} stopped")
+            target.send(msg)
+
+        return self._scheduler.schedule(delay, interval, fire)
+
+    # -- groups -----------------------------------------------------------------------
+
+    def join_group(self, name: str, ref: ActorRef) -> None:
+        """Add a local actor to the cluster-wide group ``name`` (joining twice is a no-op).
+
+        Raises:
+            ValueError: ``ref`` is not an actor of this runtime.
+            ActorSendError: the actor is stopped.
+            NodeShutdownError: the runtime was shut down.
+        """
+        actor = self._local_actor(ref)
+        with self._lock:
+            self._check_open(f"join group {name!r}")
+            if not actor.alive:
+                raise ActorSendError(f"{actor.describe()} is stopped; it cannot join {name!r}")
+            members = self._groups.setdefault(name, [])
+            if actor in members:
+                return
+            members.append(actor)
+        self._publish_groups(ALL_PEERS)
+
+    def leave_group(self, name: str, ref: ActorRef) -> None:
+        """Remove a local actor from group ``name``; idempotent (also after shutdown).
+
+        Raises:
+            ValueError: ``ref`` is not an actor of this runtime.
+        """
+        actor = self._local_actor(ref)
+        with self._lock:
+            members = self._groups.get(name)
+            if members is None or actor not in members:
+                return
+            members.remove(actor)
+            if not members:
+                del self._groups[name]
+            closed = self._closed
+        if not closed:
+            self._publish_groups(ALL_PEERS)
+
+    def broadcast_group(self, name: str, msg: Any) -> None:
+        """Send ``msg`` to every member of ``name`` on other nodes (lost silently if unreachable).
+
+        Raises:
+            TypeError: ``msg`` is not ``bytes``.
+            NodeShutdownError: the runtime was shut down.
+        """
+        self._check_open(f"broadcast to group {name!r}")
+        if not isinstance(msg, bytes):
+            raise TypeError(f"broadcast_group({name!r}) needs bytes, got {type(msg).__name__}")
+        count = len(self._directory.remote_members(name))
+        with self._lock:
+            self._sent += count
+            self._bytes += count * len(msg)
+        self._post(ALL_PEERS, Kind.CAST, name, msg)
+
+    def group_members(self, name: str) -> list[ActorRef]:
+        """Every member of ``name`` on this node and on every joined peer, by (node_id, name).
+
+        Raises:
+            NodeShutdownError: the runtime was shut down.
+        """
+        self._check_open(f"list group {name!r}")
+        with self._lock:
+            local = sorted(self._groups.get(name, ()), key=lambda a: a.name)
+        refs = [ThespianActorRef(self, self._node_id, a.name, a) for a in local]
+        refs += [
+            ThespianActorRef(self, node, actor, None)
+            for node, actor in self._directory.remote_members(name)
+        ]
+        return sorted(refs, key=lambda ref: (ref.node_id, ref.name))
+
+    def _local_groups(self) -> dict[str, list[str]]:
+        with self._lock:
+            return {group: [a.name for a in members] for group, members in self._groups.items()}
+
+    def _publish_groups(self, dst: str) -> None:
+        if not self._closed:
+            self._post(dst, Kind.GROUPS, "", encode_groups(self._local_groups()))
+
+    # -- membership -------------------------------------------------------------------
+
+    @property
+    def cluster_events(self) -> ClusterEvents:
+        """Membership notifications for this node (``NodeJoined`` / ``NodeLeft``)."""
+        return self._events
+
+    def _is_joined(self, node_id: str) -> bool:
+        return not self._closed and node_id in self._directory.joined()
+
+    # -- cross-node traffic -----------------------------------------------------------
+
+    def _post(self, dst: str, kind: str, name: str, body: bytes, ref: str = "") -> None:
+        self._link.post(Parcel(self._node_id, self._inc, dst, kind, name, body, ref))
+
+    def _send_remote(self, node: str, name: str, body: bytes) -> None:
+        self._check_open(f"send to actor {name!r} on node {node!r}")
+        with self._lock:
+            self._sent += 1
+            self._bytes += len(body)
+        self._post(node, Kind.SEND, name, body)
+
+    def _ask_remote(self, node: str, name: str, body: bytes, timeout: float) -> Any:
+        seconds = check_positive_seconds("timeout", timeout)
+        self._check_open(f"ask actor {name!r} on node {node!r}")
+        ref = uuid.uuid4().hex
+        reply = PendingReply()
+        with self._lock:
+            self._asks[ref] = reply
+            self._sent += 1
+            self._bytes += len(body)
+        self._post(node, Kind.ASK, name, body, ref)
+        done = reply.wait(seconds)
+        with self._lock:
+            self._asks.pop(ref, None)
+        if not done:
+            raise ActorAskTimeout(f"no reply from actor {name!r} on node {node!r} within {seconds:g} s")
+        return reply.result()
+
+    def _on_message(self, msg: Any) -> None:
+        """One message from the gateway (on the receiver thread)."""
+        if isinstance(msg, Parcel):
+            self._on_parcel(msg)
+        elif isinstance(msg, View):
+            for node in self._directory.apply_view(msg.peers):
+                self._publish_groups(node)
+        elif isinstance(msg, Attached):
+            if self._system is not None:
+                self._system.record(msg.admin_pid, msg.pid)
+            self._attached.set()
+
+    def _on_parcel(self, parcel: Parcel) -> None:
+        kind = parcel.kind
+        if kind == Kind.GROUPS:
+            try:
+                table = decode_groups(parcel.body)
+            except ValueError as exc:
+                self._drop(parcel, str(exc))
+                return
+            self._directory.apply_groups(parcel.src, parcel.src_inc, table)
+            return
+        if parcel.src in self._blocked:
+            self._drop(parcel, "partitioned")
+            return
+        if kind in (Kind.REPLY, Kind.FAIL):
+            with self._lock:
+                reply = self._asks.pop(parcel.ref, None)
+            if reply is not None and kind == Kind.REPLY:
+                reply.resolve(parcel.body)
+            elif reply is not None:
+                reply.fail(RemoteAskError(parcel.body.decode("utf-8", "replace")))
+            return
+        if kind == Kind.CAST:
+            with self._lock:
+                targets = list(self._groups.get(parcel.name, ()))
+        elif kind in (Kind.SEND, Kind.ASK):
+            actor = self._actors.get(parcel.name)
+            targets = [] if actor is None else [actor]
+        else:
+            self._drop(parcel, "unknown kind")
+            return
+        if kind == Kind.ASK:
+            self._serve_ask(parcel, targets[0] if targets else None)
+            return
+        if not targets:
+            self._drop(parcel, "no such actor here")
+        for actor in targets:
+            try:
+                actor.tell(parcel.body)
+            except ActorSendError:
+                self._drop(parcel, "the actor stopped")
+
+    def _serve_ask(self, parcel: Parcel, actor: ThreadedActor | None) -> None:
+        def answer(kind: str, body: bytes) -> None:
+            if not self._closed:
+                self._post(parcel.src, kind, parcel.name, body, parcel.ref)
+
+        if actor is None:
+            answer(Kind.FAIL, f"no actor {parcel.name!r} on node {self._node_id!r}".encode())
+            return
+
+        def serve() -> None:
+            try:
+                value = actor.ask(parcel.body, _REMOTE_ASK_LIMIT)
+            except Exception as exc:
+                answer(Kind.FAIL, f"{type(exc).__name__}: {exc}".encode())
+                return
+            if isinstance(value, bytes):
+                answer(Kind.REPLY, value)
+            else:
+                answer(Kind.FAIL, f"the reply is {type(value).__name__}, not bytes".encode())
+
+        threading.Thread(target=serve, name=f"dstate-ask-{self._node_id}", daemon=True).start()
+
+    def _drop(self, parcel: Parcel, why: str) -> None:
+        with self._lock:
+            self._dropped += 1
+        _log.debug(
+            "node %r dropped a %r parcel from %r for %r: %s",
+            self._node_id,
+            parcel.kind,
+            parcel.src,
+            parcel.name,
+            why,
+        )
+
+    def _block(self, nodes: Iterable[str]) -> None:
+        """Drop inbound data (not membership or group tables) from ``nodes`` (a partition)."""
+        self._blocked = frozenset(nodes)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Stop actors and timers, leave the convention, stop the actor system; idempotent.
+
+        Concurrency: may be called from any thread, including a handler of this
+        runtime; waits about a second for busy handlers and returns anyway.
+        """
+        if not self._halt():
+            return
+        if self._system is not None:
+            self._system.shutdown()
+        elif self._convention is not None:
+            try:
+                self._convention.leave(self._node_id, self._inc)
+            except NodeShutdownError:
+                pass
+            if self._owns_convention:
+                self._convention.close()
+
+    def _crash(self) -> None:
+        """Die without a goodbye: kill the actor system's processes, then stop here."""
+        if self._system is not None and not self._closed:
+            self._system.kill()
+        elif self._convention is not None and not self._closed:
+            self._convention.crash(self._node_id, self._inc)
+        self._halt()
+
+    def _halt(self) -> bool:
+        """Stop actors, timers and the link; False if already halted."""
+        with self._lock:
+            if self._closed:
+                return False
+            self._closed = True
+            self._groups.clear()
+            asks = list(self._asks.values())
+            self._asks.clear()
+        self._directory.clear_subscribers()
+        self._scheduler.close()
+        for actor in self._actors.close(_STOP_WAIT):
+            _log.warning("%s did not stop in time; leaving its thread behind", actor.describe())
+        self._link.close(_STOP_WAIT)
+        for reply in asks:
+            reply.fail(NodeShutdownError(f"runtime {self._node_id!r} was shut down"))
+        return True
+
+    def _check_open(self, what: str) -> None:
+        if self._closed:
+            raise NodeShutdownError(f"runtime {self._node_id!r} is shut down; cannot {what}")
+
+    def _local_actor(self, ref: ActorRef) -> ThreadedActor:
+        target = _thespian_ref(ref)
+        actor = target._actor
+        if actor is None or target._origin is not self:
+            raise ValueError(f"{ref!r} is not an actor of runtime {self._node_id!r}")
+        return actor
+
+    def __repr__(self) -> str:
+        state = "shut down" if self._closed else "running"
+        return f"<ThespianRuntime {self._node_id!r} on {self._base} {state}>"
+
+
+def _thespian_ref(ref: ActorRef) -> ThespianActorRef:
+    if not isinstance(ref, ThespianActorRef):
+        raise TypeError(f"expected a ref from a ThespianRuntime, got {type(ref).__name__}")
+    return ref
+
+
+if TYPE_CHECKING:
+
+    def _conforms(runtime: ThespianRuntime) -> ActorRuntime:
+        return runtime
