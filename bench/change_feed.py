@@ -125,8 +125,9 @@ def tables(tick: Tick = no_tick) -> list[Table]:
         "Change feed vs active push: messages per peer per second",
         f"{len(NODES)} nodes on the deterministic cluster, {STATE_TYPES} state types, each "
         f"mutated {RATE} times per virtual second on every node, for {SECONDS} virtual "
-        "seconds after the join exchange and 1.5 warm-up seconds. Messages and bytes sent by one node to one peer per "
-        "virtual second (`cluster.messages_sent` / 6 links / seconds). Baseline: active push.",
+        "seconds after the join exchange and 1.5 warm-up seconds. Messages and bytes sent "
+        "by one node to one peer per virtual second (`cluster.messages_sent` / 6 links / "
+        "seconds). Baseline: active push.",
         ["strategy", "msgs/peer/s", "bytes/peer/s", "msgs vs push", "wall per mutation"],
     )
     rows = [

@@ -490,7 +490,9 @@ class ShardEngine(Generic[S]):
             self._peer(node).failed(now, failure)
         if failure is not None and node in self._peers and node not in self._views:
             actions.append(self._retry_probe(node))
-        actions.extend(self._pulls.settle_waiters(node, failure))
+        held = self._views.get(node)
+        synced_at = None if held is None else held.synced_at
+        actions.extend(self._pulls.settle_waiters(node, failure, synced_at))
         return actions
 
     def _retry_probe(self, node: str) -> StartTimer:
@@ -506,7 +508,7 @@ class ShardEngine(Generic[S]):
         if stale and self.config.sync_strategy.pull_on_query:
             for node in stale:
                 self._peer(node).last_attempt_time = self._clock.now()
-            return self._pulls.wait(query_id, stale)
+            return self._pulls.wait(query_id, stale, max_staleness)
         reason = "the view is stale and pull_on_query is off"
 
         return [FinishQuery(query_id, tuple((node, reason) for node in stale))]

@@ -31,6 +31,8 @@ class Pull:
 @dataclass(slots=True)
 class _Waiter:
     remaining: set[str]
+    #: A view synced before this (the query's start minus its bound) is too old.
+    not_before: float
     failures: dict[str, str] = field(default_factory=dict)
 
 
@@ -101,9 +103,9 @@ class PullTracker:
         actions.extend(self.settle_waiters(node, None))
         return actions
 
-    def wait(self, query_id: int, nodes: list[str]) -> list[Action]:
-        """Make query ``query_id`` wait for fresh views of ``nodes``, pulling them."""
-        self._queries[query_id] = _Waiter(set(nodes))
+    def wait(self, query_id: int, nodes: list[str], max_staleness: float) -> list[Action]:
+        """Make query ``query_id`` wait for views of ``nodes`` within ``max_staleness`` of now."""
+        self._queries[query_id] = _Waiter(set(nodes), self._clock.now() - max_staleness)
         actions: list[Action] = []
         for node in nodes:
             actions.extend(self.ensure(node, probe=False))
@@ -113,14 +115,24 @@ class PullTracker:
         """Forget a waiting query (its caller gave up)."""
         self._queries.pop(query_id, None)
 
-    def settle_waiters(self, node: str, failure: str | None) -> list[Action]:
-        """``node`` is settled (``failure`` says why not refreshed); finish complete queries."""
+    def settle_waiters(
+        self, node: str, failure: str | None, synced_at: float | None = None
+    ) -> list[Action]:
+        """``node`` is settled; finish the queries that no longer wait for anything.
+
+        Args:
+            failure: why the view was not refreshed, or ``None``.
+            synced_at: when the view held now was last confirmed (``None``: no
+                view); a query needing a fresher one records a failure.
+        """
         finished: list[int] = []
         for query_id, waiter in self._queries.items():
             if node in waiter.remaining:
                 waiter.remaining.discard(node)
                 if failure is not None:
                     waiter.failures[node] = failure
+                elif synced_at is not None and synced_at < waiter.not_before:
+                    waiter.failures[node] = "no view fresh enough for the query's bound arrived"
                 if not waiter.remaining:
                     finished.append(query_id)
         actions: list[Action] = []

@@ -68,6 +68,7 @@ class Directory:
         self._state = threading.Condition(threading.Lock())
         self._events = threading.RLock()
         self._view: dict[str, str] = {}
+        self._complete = False
         self._tables: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {}
         self._joined: dict[str, str] = {}
         self._callbacks: dict[int, Callable[[ClusterEvent], None]] = {}
@@ -75,14 +76,21 @@ class Directory:
 
     # -- inputs -----------------------------------------------------------------
 
-    def apply_view(self, peers: Iterable[tuple[str, str]]) -> list[str]:
-        """The gateway's new view; emits what changed. Returns the peers new to the view."""
+    def apply_view(self, peers: Iterable[tuple[str, str]], complete: bool = True) -> list[str]:
+        """The gateway's new view; emits what changed. Returns the peers new to the view.
+
+        A peer that leaves the view gets ``NodeLeft`` even if its table never
+        came (so never ``NodeJoined``): a subscriber may have seen it join elsewhere.
+        ``complete`` is False while a member's gateway still waits for the leader's roster.
+        """
         with self._events:
             with self._state:
                 view = {node: inc for node, inc in peers if node != self._node_id}
                 fresh = [n for n, inc in view.items() if self._view.get(n) != inc]
+                gone = {n for n, inc in self._view.items() if view.get(n) != inc}
                 self._view = view
-                events = self._settle()
+                self._complete = complete
+                events = self._settle(gone)
             self._emit(events)
         return fresh
 
@@ -93,7 +101,7 @@ class Directory:
         with self._events:
             with self._state:
                 self._tables[node] = (inc, table)
-                events = self._settle()
+                events = self._settle(set())
             self._emit(events)
 
     def subscribe(self, callback: Callable[[ClusterEvent], None]) -> SubscriptionId:
@@ -120,15 +128,22 @@ class Directory:
 
     # -- queries ----------------------------------------------------------------
 
+    def wait_settled(self, timeout: float, expect: Iterable[str] = ()) -> bool:
+        """Block until the gateway's view is complete, holds ``expect``, and every peer in it
+        has joined; False after ``timeout`` seconds."""
+        want = set(expect)
+
+        def settled() -> bool:
+            view = set(self._view)
+            return self._complete and want <= view and view <= set(self._joined)
+
+        with self._state:
+            return self._state.wait_for(settled, timeout)
+
     def joined(self) -> dict[str, str]:
         """Joined peers and their incarnations."""
         with self._state:
             return dict(self._joined)
-
-    def wait_joined(self, timeout: float) -> bool:
-        """Block until some peer has joined; False after ``timeout`` seconds."""
-        with self._state:
-            return self._state.wait_for(lambda: bool(self._joined), timeout)
 
     def reachable(self) -> list[str]:
         """Peers the gateway reports (joined or not yet), sorted."""
@@ -146,7 +161,7 @@ class Directory:
 
     # -- internals ----------------------------------------------------------------
 
-    def _settle(self) -> list[ClusterEvent]:
+    def _settle(self, gone: set[str]) -> list[ClusterEvent]:
         """Recompute the joined set (data lock held); the events that follow from it."""
         joined = {
             node: inc
@@ -154,15 +169,14 @@ class Directory:
             if node in self._tables and self._tables[node][0] == inc
         }
         events: list[ClusterEvent] = []
-        for node in sorted(self._joined):
-            if joined.get(node) != self._joined[node]:
+        for node in sorted(gone | set(self._joined)):
+            if node in gone or joined.get(node) != self._joined[node]:
                 events.append(NodeLeft(node))
         for node in sorted(joined):
             if self._joined.get(node) != joined[node]:
                 events.append(NodeJoined(node))
         self._joined = joined
-        if events:
-            self._state.notify_all()
+        self._state.notify_all()
         return events
 
     def _emit(self, events: list[ClusterEvent]) -> None:

@@ -87,14 +87,16 @@ class GatewayCore:
         self.node = ""
         self.inc = ""
         self.relay = False
+        self._member = False
         self._caller: Any = None
         self._pending: list[Any] = []
-        self._direct: dict[Any, Entry] = {}
+        self._direct: dict[str, Entry] = {}  # by str(admin address): addresses are unhashable
         self._roster_raw: dict[str, Entry] = {}
         self._roster: dict[str, Entry] = {}
         self._leader_inc: str | None = None
         self._settle_until = 0.0
         self._view: dict[str, Entry] = {}
+        self._roster_news = False
         self.dropped = 0
 
     @property
@@ -108,6 +110,7 @@ class GatewayCore:
         """The node process (``sender``) attached: replay what waited, then the view."""
         first = not self.node
         self.node, self.inc, self.relay = msg.node, msg.incarnation, msg.relay
+        self._member = msg.member
         self._caller = sender
         out: list[Effect] = [Send(sender, Attached(self._me, pid, admin_pid, sender))]
         out += [Send(sender, m) for m in self._pending]
@@ -124,12 +127,13 @@ class GatewayCore:
         entry = _entry(caps)
         if entry is None or (entry.node == self.node and entry.inc == self.inc):
             return []
+        key = str(admin)
         if added:
-            self._direct[admin] = entry
+            self._direct[key] = entry
         else:
-            current = self._direct.get(admin)
+            current = self._direct.get(key)
             if current is not None and current.inc == entry.inc:
-                del self._direct[admin]
+                del self._direct[key]
             for table in (self._roster_raw, self._roster):
                 known = table.get(entry.node)
                 if known is not None and known.inc == entry.inc:
@@ -149,6 +153,7 @@ class GatewayCore:
         if self._leader_inc is not None and msg.leader_inc != self._leader_inc:
             self._settle_until = now + self._settle
             out.append(Wake(self._settle))
+        self._roster_news = self._leader_inc is None
         self._leader_inc = msg.leader_inc
         self._roster_raw = fresh
         if now < self._settle_until:
@@ -196,8 +201,9 @@ class GatewayCore:
             if entry.gateway is not None:
                 view[entry.node] = entry
         view.pop(self.node, None)
-        if view == self._view:
+        if view == self._view and not self._roster_news:
             return []
+        self._roster_news = False
         self._view = view
         out: list[Effect] = []
         if self.relay:
@@ -213,7 +219,12 @@ class GatewayCore:
         return out
 
     def _view_msg(self) -> View:
-        return View(tuple(sorted((e.node, e.inc) for e in self._view.values())))
+        peers = tuple(sorted((e.node, e.inc) for e in self._view.values()))
+        return View(peers, complete=self._complete())
+
+    def _complete(self) -> bool:
+        """A member's view is complete once a roster came; a leader's or a simple one's always."""
+        return self.relay or self._leader_inc is not None or not self._member
 
 
 def _entry(caps: Mapping[str, Any] | None) -> Entry | None:

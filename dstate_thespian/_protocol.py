@@ -75,6 +75,8 @@ class Attach:
     incarnation: str
     #: True on the convention leader: its gateway relays the roster to the members.
     relay: bool
+    #: True on a convention member: its view is complete once the leader's roster came.
+    member: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,8 @@ class View:
     """Gateway → node process: the peers it can reach now, as ``(node, incarnation)`` pairs."""
 
     peers: tuple[tuple[str, str], ...]
+    #: False while a member's gateway has not had a roster from the leader yet.
+    complete: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,8 +96,9 @@ class ThespianRuntime:
             ``THESPIAN_BASE_IPADDR`` for the process); Thespian's guess if None.
         convention: simpleSystemBase: the in-process convention to join (a
             private one if None).
-        join_timeout: a member waits up to this long for the leader to admit
-            it (logging a warning and carrying on if it does not).
+        join_timeout: the constructor waits up to this long until every node
+            already in the cluster and this one see each other (then logs a
+            warning and carries on: joining continues in the background).
 
     Raises:
         ValueError: bad ``node_id`` or options, or the admin port is in use.
@@ -153,7 +154,7 @@ class ThespianRuntime:
             self._system = TcpSystem(
                 node_id, self._inc, admin_port or free_port(), leader, host
             )
-            attach = Attach(node_id, self._inc, relay=leader is None)
+            attach = Attach(node_id, self._inc, relay=leader is None, member=leader is not None)
             self._link: Link = TcpLink(
                 self._system.system, self._system.gateway, attach, self._on_message, node_id
             )
@@ -174,19 +175,21 @@ class ThespianRuntime:
         self._link.start()
         if not self._attached.wait(_ATTACH_TIMEOUT):
             raise RuntimeError(f"node {self._node_id!r}: its Thespian gateway did not answer")
+        expect: list[str] = []
         if self._system is not None:
             self._system.publish()
-            if self._system.convention_address is not None and join_timeout > 0:
-                if not self._directory.wait_joined(join_timeout):
-                    _log.warning(
-                        "node %r: the convention leader at %s did not admit it within %g s; "
-                        "it keeps trying",
-                        self._node_id,
-                        self._system.convention_address,
-                        join_timeout,
-                    )
+            if self._system.convention_address is None:
+                return  # the leader has nobody to wait for
         elif self._convention is not None:
-            self._convention.join(self._node_id, self._inc, self._gateway)
+            expect = self._convention.join(self._node_id, self._inc, self._gateway)
+        if join_timeout > 0 and not self._directory.wait_settled(join_timeout, expect):
+            where = "" if self._system is None else f" at {self._system.convention_address}"
+            _log.warning(
+                "node %r: not yet admitted by the cluster%s within %g s; it keeps trying",
+                self._node_id,
+                where,
+                join_timeout,
+            )
 
     # -- identity and inspection ---------------------------------------------------
 
@@ -448,7 +451,7 @@ class ThespianRuntime:
         if isinstance(msg, Parcel):
             self._on_parcel(msg)
         elif isinstance(msg, View):
-            for node in self._directory.apply_view(msg.peers):
+            for node in self._directory.apply_view(msg.peers, msg.complete):
                 self._publish_groups(node)
         elif isinstance(msg, Attached):
             if self._system is not None:

@@ -135,8 +135,8 @@ class InProcessConvention:
         """Start a gateway actor in the shared system; returns its address."""
         return self.call(lambda: self._system.createActor(GatewayActor))
 
-    def join(self, node: str, inc: str, gateway: Any) -> None:
-        """Admit a node: it and every member hear about each other."""
+    def join(self, node: str, inc: str, gateway: Any) -> list[str]:
+        """Admit a node: it and every member hear about each other. Returns the members."""
         member = _Member(node, inc, gateway)
         with self._lock:
             if node in self._members:
@@ -150,6 +150,7 @@ class InProcessConvention:
                 self._system.tell(gateway, convention_update(other.admin, other.caps, True))
 
         self.call(announce)
+        return sorted(other.node for other in others)
 
     def leave(self, node: str, inc: str, delay: float = 0.0) -> None:
         """Stop the node's gateway; tell the others it left (after ``delay`` seconds)."""

@@ -127,19 +127,19 @@ class GatewayActor(_ta.Actor):  # type: ignore[misc]
 
     def __init__(self) -> None:
         super().__init__()
-        self._core: GatewayCore | None = None
+        self._dstate_core: GatewayCore | None = None
 
     def receiveMessage(self, msg: Any, sender: Any) -> None:  # noqa: N802 (Thespian's name)
         """Feed ``msg`` to the gateway logic and carry out its effects."""
         try:
-            self._receive(msg, sender)
+            self._dstate_handle(msg, sender)
         except Exception:
             _log.exception("dstate gateway failed on %s", type(msg).__name__)
 
-    def _receive(self, msg: Any, sender: Any) -> None:
-        if self._core is None:
-            self._core = GatewayCore(self.myAddress)
-        core = self._core
+    def _dstate_handle(self, msg: Any, sender: Any) -> None:
+        if self._dstate_core is None:
+            self._dstate_core = GatewayCore(self.myAddress)
+        core = self._dstate_core
         now = time.monotonic()
         if isinstance(msg, Parcel):
             effects = core.parcel(msg)

@@ -54,6 +54,8 @@ Handler = Callable[[Any], Any]
 
 
 class _Actor:
+    """A spawned actor: its node, name and handler; dead once stopped."""
+
     def __init__(self, runtime: LoopRuntime, name: str, handler: Handler) -> None:
         self.runtime, self.name, self.handler, self.alive = runtime, name, handler, True
 
@@ -76,6 +78,8 @@ class _Reply:
 
 
 class _Timer:
+    """A ``send_after`` (``every`` is None) or ``send_interval``; it is its own handle."""
+
     def __init__(self, actor: _Actor, msg: Any, every: float | None) -> None:
         self.actor, self.msg, self.every, self.cancelled = actor, msg, every, False
 
@@ -117,13 +121,18 @@ class LoopRef:
         return id(self._actor)
 
 
+def _actor_of(ref: ActorRef) -> _Actor:
+    if not isinstance(ref, LoopRef):
+        raise TypeError(f"not an actor of a LoopRuntime: {ref!r}")
+    return ref._actor
+
+
 class _Events:
     """``cluster_events``: callbacks run synchronously when membership changes."""
 
-    _ids = itertools.count(1)
-
     def __init__(self, runtime: LoopRuntime) -> None:
         self._runtime = runtime
+        self._ids = itertools.count(1)
         self._callbacks: dict[SubscriptionId, Callable[[ClusterEvent], None]] = {}
 
     def subscribe(self, callback: Callable[[ClusterEvent], None]) -> SubscriptionId:
@@ -147,7 +156,12 @@ class _Events:
 
 
 class LoopRuntime:
-    """One node's ``ActorRuntime`` on a shared :class:`EventLoop`."""
+    """One node's ``ActorRuntime`` on a shared :class:`EventLoop`.
+
+    Concurrency: not thread-safe. Use it from the one thread that drives the
+    loop; a handler (or a ``subscribe`` callback) must not ``ask``, as nothing
+    else could run the loop meanwhile: it gets a ``RuntimeError``.
+    """
 
     def __init__(self, node_id: str, loop: EventLoop) -> None:
         self._node_id, self.loop, self.running = node_id, loop, True
@@ -179,21 +193,18 @@ class LoopRuntime:
         self._check()
         if not seconds > 0:
             raise ValueError(f"a timer needs seconds > 0, got {seconds!r}")
-        assert isinstance(ref, LoopRef)
-        timer = _Timer(ref._actor, msg, every)
+        timer = _Timer(_actor_of(ref), msg, every)
         self.loop.schedule(time.monotonic() + seconds, timer)
         return timer
 
     def join_group(self, name: str, ref: ActorRef) -> None:
         self._check()
-        assert isinstance(ref, LoopRef)
-        if ref._actor not in self.loop.groups[name]:
-            self.loop.groups[name].append(ref._actor)
+        if _actor_of(ref) not in self.loop.groups[name]:
+            self.loop.groups[name].append(_actor_of(ref))
 
     def leave_group(self, name: str, ref: ActorRef) -> None:
-        assert isinstance(ref, LoopRef)
-        if ref._actor in self.loop.groups[name]:
-            self.loop.groups[name].remove(ref._actor)
+        if _actor_of(ref) in self.loop.groups[name]:
+            self.loop.groups[name].remove(_actor_of(ref))
 
     def broadcast_group(self, name: str, msg: Any) -> None:
         self._check()
@@ -374,8 +385,11 @@ def demo() -> None:
     for node_id, shard in shards.items():
         views = shard.query(counts, max_staleness=5.0)
         print(f"  {node_id} sees {views} -> total {sum(views.values())}")
-    pulled = shards["b"].query(counts, max_staleness=0.0)  # every view stale: pull from a
-    print(f"  b pulled a fresh view (max_staleness=0): {pulled}")
+    view_of_a = shards["b"].snapshot()["a"]
+    loop.run_until(lambda: time.monotonic() - view_of_a.synced_at > 0.02, 5.0)
+    pulled = shards["b"].query(counts, max_staleness=0.01)  # a's view is too old: pull it
+    refreshed = shards["b"].snapshot()["a"].synced_at > view_of_a.synced_at
+    print(f"  b pulled a fresh view of a (max_staleness=0.01s): {pulled}, refreshed={refreshed}")
     print("replicated on the custom runtime" if agreed else "NOT replicated")
     for node in nodes.values():
         node.shutdown()

@@ -1929,7 +1929,7 @@ class TestPullTracker:
 
     def test_forget_cancels_and_settles(self) -> None:
         pulls = self.make()
-        pulls.wait(7, ["b", "c"])
+        pulls.wait(7, ["b", "c"], 1.0)
         actions = pulls.forget("b")
         assert CancelTimer(("pull", "b", 1)) in actions
         assert not pulls.in_flight("b")
@@ -1973,3 +1973,31 @@ class TestEvents:
         net = EngineNet(TestState, ["a"])
         assert net.engine("a").handle(PeerJoined("a")) == []
         assert net.engine("a").peers == frozenset()
+
+
+class TestCoalescedQueriesKeepTheirOwnBound:
+    """Two queries share one pull, but each is answered against its own bound."""
+
+    def test_a_push_after_the_request_satisfies_only_the_looser_query(self) -> None:
+        from dstate_core._messages import SnapshotReply
+
+        net = EngineNet(TestState, ["a", "b"], StateConfig(pull_timeout=2.0))
+        net.run()
+        net.advance(5.0)  # every view is now 5 s old
+        # b's replies are lost; its pushes still arrive.
+        net.link_filter = lambda src, dst, data: not (
+            src == "b" and isinstance(WireCodec().decode(data), SnapshotReply)
+        )
+        at_once = net.query("a", 1, 10.0)  # 5 s old views are fresh enough: no pull
+        assert at_once is not None
+        assert at_once.failures == ()
+        assert net.query("a", 2, 1.0) is None  # stale: pulls b
+        net.advance(0.5)
+        net.mutate("b", TestState.increment(1))  # a push refreshes a's view of b at t=5.5
+        net.run()
+        net.advance(1.0)
+        assert net.query("a", 3, 0.2) is None  # coalesces onto the pull started at t=5.0
+        net.advance(1.0)  # the pull times out at t=7.0
+        finished = net.nodes["a"].finished
+        assert finished[2].failures == ()  # 1 s bound from t=5.0: the t=5.5 push is enough
+        assert [node for node, _ in finished[3].failures] == ["b"]  # 0.2 s from t=6.5: not

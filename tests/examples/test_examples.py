@@ -189,7 +189,10 @@ def test_custom_runtime_demo_replicates_a_counter(capsys: pytest.CaptureFixture[
     lines = capsys.readouterr().out.splitlines()
     assert "  a sees {'a': 3, 'b': 1} -> total 4" in lines
     assert "  b sees {'a': 3, 'b': 1} -> total 4" in lines
-    assert "  b pulled a fresh view (max_staleness=0): {'a': 3, 'b': 1}" in lines
+    assert (
+        "  b pulled a fresh view of a (max_staleness=0.01s): {'a': 3, 'b': 1}, refreshed=True"
+        in lines
+    )
     assert lines[-1] == "replicated on the custom runtime"
 
 

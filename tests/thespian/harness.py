@@ -1,0 +1,78 @@
+"""RuntimeHarness implementations for ThespianRuntime, and process/port checks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from dstate_core._runtime import ActorRuntime
+from dstate_thespian import InProcessConvention, ThespianRuntime
+from dstate_thespian._system import port_open
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` passes; returns its last value."""
+    end = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= end:
+            return predicate()
+        time.sleep(0.005)
+
+
+class SimpleHarness:
+    """ThespianRuntimes on simpleSystemBase sharing one InProcessConvention."""
+
+    def __init__(self) -> None:
+        self.convention = InProcessConvention(failure_timeout=0.5)
+        self.runtimes: dict[str, ThespianRuntime] = {}
+
+    def start(self, node_ids: Sequence[str]) -> list[ActorRuntime]:
+        for node_id in node_ids:
+            self.runtimes[node_id] = ThespianRuntime(
+                node_id, "simpleSystemBase", convention=self.convention
+            )
+        return [self.runtimes[n] for n in node_ids]
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        return wait_until(predicate, timeout)
+
+    def remove(self, node_id: str) -> None:
+        self.runtimes[node_id].shutdown()
+
+    def close(self) -> None:
+        for runtime in self.runtimes.values():
+            runtime.shutdown()
+        self.convention.close()
+
+
+class TcpHarness:
+    """ThespianRuntimes on multiprocTCPBase: one actor system per node, the first leads."""
+
+    def __init__(self) -> None:
+        self.runtimes: dict[str, ThespianRuntime] = {}
+        self.leader_port: int | None = None
+
+    def start(self, node_ids: Sequence[str]) -> list[ActorRuntime]:
+        for node_id in node_ids:
+            leader = None if self.leader_port is None else f"127.0.0.1:{self.leader_port}"
+            runtime = ThespianRuntime(node_id, convention_address=leader, host="127.0.0.1")
+            self.runtimes[node_id] = runtime
+            if self.leader_port is None:
+                self.leader_port = runtime.admin_port
+        return [self.runtimes[n] for n in node_ids]
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        return wait_until(predicate, timeout)
+
+    def remove(self, node_id: str) -> None:
+        self.runtimes[node_id].shutdown()
+
+    def close(self) -> None:
+        for runtime in reversed(list(self.runtimes.values())):
+            runtime.shutdown()
+        leftovers = [(rt.node_id, rt.alive_pids()) for rt in self.runtimes.values()]
+        assert all(not pids for _, pids in leftovers), leftovers
+        ports = [rt.admin_port for rt in self.runtimes.values()]
+        assert not any(port_open(p) for p in ports if p is not None), ports
