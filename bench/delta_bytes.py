@@ -28,7 +28,16 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from bench._report import Table, Tick, fmt_bytes, fmt_seconds, no_tick, print_tables, ratio
+from bench._report import (
+    Table,
+    Tick,
+    fmt_bytes,
+    fmt_seconds,
+    median_time,
+    no_tick,
+    print_tables,
+    ratio,
+)
 from dstate_core import (
     DeltaDistributedState,
     DistributedState,
@@ -37,6 +46,7 @@ from dstate_core import (
     SyncStrategy,
     SyncUrgency,
 )
+from dstate_core._copying import copy_model
 from dstate_core._messages import DeltaUpdate, FullSnapshot
 from dstate_core._wire import WireCodec
 from dstate_core.testing import local_cluster
@@ -224,6 +234,12 @@ def tables(tick: Tick = no_tick) -> list[Table]:
             ratio(wire.bytes_per_mutation, simple.bytes_per_mutation),
             fmt_seconds(wire.seconds_per_mutation),
         )
+    state = MapState(entries=_initial())
+    copy_s = median_time(lambda: copy_model(state), number=200)
+    table.notes.append(
+        f"Of the delta row's wall time, {fmt_seconds(copy_s)} is `copy_model` of the owner's "
+        f"{ENTRIES}-entry map (rebuilt entry by entry on every mutation; see `mutation_cost`)."
+    )
     table.notes.append(
         f"`WireCodec().encode` cross-check: view snapshot frame {codec_snapshot:,} B, "
         f"one-entry delta frame {codec_delta:,} B (delta/snapshot "

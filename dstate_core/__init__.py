@@ -46,13 +46,14 @@ from ._runtime import (
     ActorRuntime,
     ClusterEvent,
     ClusterEvents,
+    Handler,
     NodeJoined,
     NodeLeft,
     PendingReply,
     SubscriptionId,
     TimerHandle,
 )
-from ._shard import Shard, Subscription
+from ._shard import Projection, Shard, Subscription, ViewCallback
 from ._sqlite_persistence import SqlitePersistence
 from ._state import DeltaDistributedState, DistributedState
 from ._urgency import SyncUrgency
@@ -77,6 +78,7 @@ __all__ = [
     "FilePersistence",
     "ForeignRecordError",
     "Generation",
+    "Handler",
     "HealthStatus",
     "IncarnationFile",
     "MutationError",
@@ -86,6 +88,7 @@ __all__ = [
     "PeerSyncStatus",
     "PendingReply",
     "PersistError",
+    "Projection",
     "PushMode",
     "QueryError",
     "QueryTimeoutError",
@@ -109,5 +112,6 @@ __all__ = [
     "TimerHandle",
     "TypeMismatchError",
     "VersionMismatchPolicy",
+    "ViewCallback",
     "WireDecodeError",
 ]

@@ -39,13 +39,14 @@ from ._state import DistributedState
 if TYPE_CHECKING:
     from ._node import DStateNode
 
-__all__ = ["Projection", "Shard", "Subscription"]
+__all__ = ["Projection", "Shard", "Subscription", "ViewCallback"]
 
 S = TypeVar("S", bound=DistributedState)
 R = TypeVar("R")
 
 #: A query's projection: gets the read-only view map, returns the answer.
 Projection = Callable[[Mapping[str, StateViewObject[Any]]], R]
+#: A ``subscribe`` callback: ``(node_id, old, new)``; ``None`` means absent.
 ViewCallback = Callable[[str, StateViewObject[Any] | None, StateViewObject[Any] | None], None]
 
 log = logging.getLogger("dstate.shard")

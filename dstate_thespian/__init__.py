@@ -1,4 +1,4 @@
-"""dstate on Thespian: an :class:`~dstate_core._runtime.ActorRuntime` whose nodes span processes and hosts.
+"""dstate on Thespian: an ``ActorRuntime`` whose nodes span processes and hosts.
 
 A node's shards run as thread actors in its own process (so fast-path queries
 read local memory); the traffic between nodes crosses Thespian through one
@@ -11,7 +11,12 @@ gateway actor per node, and membership comes from a Thespian convention::
     member.shutdown(); leader.shutdown()
 
 Importing this package sets Thespian's convention timing (see
-:data:`CONVENTION_TIMING`) unless the environment already does.
+:data:`CONVENTION_TIMING`) unless the environment already does: a killed
+member or leader is then reported within about 6 s.
+
+Thespian unpickles every message its TCP ports receive and listens on every
+interface (``host`` only sets the address it advertises): run its actor
+systems on a network only cluster members can reach (``docs/security.md``).
 """
 
 from dstate_core._scheduler import ScheduledTimer

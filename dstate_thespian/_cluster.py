@@ -192,10 +192,7 @@ class ThespianCluster(LocalClusterBase):
             mine = next((p for p in self._partition if runtime.node_id in p), None)
             listed = set().union(*self._partition)
             others = {rt.node_id for rt in self._every_runtime} | set(self._ports) | listed
-            if mine is None:
-                blocked = listed
-            else:
-                blocked = others - mine
+            blocked = listed if mine is None else others - mine
             runtime._block(blocked - {runtime.node_id})
 
     def inject(self, src: str, dst: str, data: bytes) -> None:

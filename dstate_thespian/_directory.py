@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
+
 import msgpack
 
 from dstate_core._runtime import ClusterEvent, NodeJoined, NodeLeft, SubscriptionId
 
-__all__ = ["Directory", "decode_groups", "encode_groups"]
+__all__ = ["ClusterEventsView", "Directory", "decode_groups", "encode_groups"]
 
 _log = logging.getLogger("dstate.thespian")
 
@@ -190,9 +191,37 @@ class Directory:
                 _call(callback, event, self._node_id)
 
 
+class ClusterEventsView:
+    """A runtime's ``cluster_events``: subscriptions to its :class:`Directory`.
+
+    Args:
+        directory: where the events come from.
+        check_open: raises :class:`NodeShutdownError` once the runtime is shut down.
+    """
+
+    def __init__(self, directory: Directory, check_open: Callable[[str], None]) -> None:
+        self._directory = directory
+        self._check_open = check_open
+
+    def subscribe(self, callback: Callable[[ClusterEvent], None]) -> SubscriptionId:
+        """Replay ``NodeJoined`` for every joined peer, then report changes.
+
+        Concurrency: callbacks run on the runtime's receiver thread (the replay
+        on the caller's) and must not block; a raising callback is logged.
+
+        Raises:
+            NodeShutdownError: the runtime was shut down.
+        """
+        self._check_open("subscribe to cluster events")
+        return self._directory.subscribe(callback)
+
+    def unsubscribe(self, subscription: SubscriptionId) -> None:
+        """Stop calling the callback; unknown ids are ignored."""
+        self._directory.unsubscribe(subscription)
+
+
 def _call(callback: Callable[[ClusterEvent], None], event: ClusterEvent, node_id: str) -> None:
     try:
         callback(event)
     except Exception:
         _log.exception("cluster-event subscriber on node %r failed on %r", node_id, event)
-

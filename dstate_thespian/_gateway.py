@@ -26,6 +26,7 @@ from ._protocol import (
     CAP_NODE,
     Attach,
     Attached,
+    Batch,
     Parcel,
     Roster,
     View,
@@ -182,6 +183,22 @@ class GatewayCore:
             return [Send(entry.gateway, msg)]
         return self._to_caller(msg)
 
+    def batch(self, msg: Batch) -> list[Effect]:
+        """Route every parcel of a batch; what goes to one address travels as one batch."""
+        sends: dict[str, tuple[Any, list[Parcel]]] = {}
+        out: list[Effect] = []
+        for item in msg.parcels:
+            if not isinstance(item, Parcel):
+                continue
+            for effect in self.parcel(item):
+                if isinstance(effect, Send) and isinstance(effect.msg, Parcel):
+                    sends.setdefault(str(effect.to), (effect.to, []))[1].append(effect.msg)
+                else:
+                    out.append(effect)
+        for to, parcels in sends.values():
+            out.append(Send(to, parcels[0] if len(parcels) == 1 else Batch(tuple(parcels))))
+        return out
+
     # -- internals ------------------------------------------------------------------
 
     def _to_caller(self, msg: Any) -> list[Effect]:
@@ -210,8 +227,10 @@ class GatewayCore:
             roster = Roster(
                 self.node,
                 self.inc,
-                tuple((e.node, e.inc, e.gateway) for e in view.values())
-                + ((self.node, self.inc, self._me),),
+                (
+                    *((e.node, e.inc, e.gateway) for e in view.values()),
+                    (self.node, self.inc, self._me),
+                ),
             )
             out += [Send(e.gateway, roster) for e in view.values()]
         if self._caller is not None:

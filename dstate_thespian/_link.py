@@ -1,6 +1,6 @@
 """How a node process talks to its own gateway (SPEC §8, §9).
 
-A *link* owns two directions:
+A *link* owns two directions (parcels queued meanwhile travel as one :class:`Batch`):
 
 * inbound: a receiver thread attaches to the gateway (the gateway then sends
   everything for this node to that thread's endpoint) and loops on
@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._protocol import Attached
+from ._protocol import Attached, Batch, Parcel
 
 if TYPE_CHECKING:
     from ._simple import InProcessConvention
@@ -33,6 +33,8 @@ _log = logging.getLogger("dstate.thespian")
 
 #: How long one ``listen()`` waits before checking whether the link is closing.
 POLL_SECONDS = 0.1
+#: At most this many queued parcels travel to the gateway as one :class:`Batch`.
+MAX_BATCH = 256
 
 _STOP = object()
 
@@ -166,9 +168,24 @@ class TcpLink(Link):
         try:
             while True:
                 msg = self._queue.get()
-                if msg is _STOP or self._stop.is_set():
+                batch = [msg]
+                while msg is not _STOP and len(batch) < MAX_BATCH:
+                    try:
+                        msg = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    batch.append(msg)
+                if msg is _STOP:
+                    batch.pop()
+                if self._stop.is_set():
                     return
-                self._tell(endpoint, msg)
+                if len(batch) > 1 and all(isinstance(m, Parcel) for m in batch):
+                    self._tell(endpoint, Batch(tuple(batch)))
+                else:
+                    for item in batch:
+                        self._tell(endpoint, item)
+                if msg is _STOP:
+                    return
         finally:
             try:
                 close()

@@ -22,6 +22,7 @@ __all__ = [
     "CAP_NODE",
     "Attach",
     "Attached",
+    "Batch",
     "Kind",
     "Parcel",
     "Roster",
@@ -65,6 +66,13 @@ class Parcel:
     name: str
     body: bytes
     ref: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Several parcels in one Thespian message (queued ones travel together, in order)."""
+
+    parcels: tuple[Parcel, ...]
 
 
 @dataclass(frozen=True, slots=True)

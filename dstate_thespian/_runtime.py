@@ -16,28 +16,27 @@ to each other, and membership comes from the Thespian convention.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from dstate_core._errors import ActorSendError, NodeShutdownError
 from dstate_core._runtime import (
     ActorAskTimeout,
     ActorRef,
-    ClusterEvent,
     Handler,
     PendingReply,
-    SubscriptionId,
     check_positive_seconds,
 )
 from dstate_core._scheduler import ScheduledTimer, TimerScheduler
 from dstate_core._threaded import ThreadedActor, ThreadedActorHost
 
-from ._directory import Directory, decode_groups, encode_groups
+from ._directory import ClusterEventsView, Directory, decode_groups, encode_groups
 from ._link import Link, SimpleLink, TcpLink
-from ._protocol import ALL_PEERS, Attach, Attached, Kind, Parcel, View
+from ._protocol import ALL_PEERS, Attach, Attached, Batch, Kind, Parcel, View
 from ._refs import RemoteAskError, ThespianActorRef
 from ._simple import InProcessConvention
 from ._system import TcpSystem, free_port, normalize_address
@@ -58,29 +57,6 @@ _STOP_WAIT = 1.0
 _ATTACH_TIMEOUT = 30.0
 #: How long a node serves an ask from another node before giving up.
 _REMOTE_ASK_LIMIT = 60.0
-
-
-class _ClusterEvents:
-    """Membership notifications of one runtime (see :attr:`ThespianRuntime.cluster_events`)."""
-
-    def __init__(self, runtime: ThespianRuntime) -> None:
-        self._runtime = runtime
-
-    def subscribe(self, callback: Callable[[ClusterEvent], None]) -> SubscriptionId:
-        """Replay ``NodeJoined`` for every joined peer, then report changes.
-
-        Concurrency: callbacks run on the runtime's receiver thread (the replay
-        on the caller's) and must not block; a raising callback is logged.
-
-        Raises:
-            NodeShutdownError: the runtime was shut down.
-        """
-        self._runtime._check_open("subscribe to cluster events")
-        return self._runtime._directory.subscribe(callback)
-
-    def unsubscribe(self, subscription: SubscriptionId) -> None:
-        """Stop calling the callback; unknown ids are ignored."""
-        self._runtime._directory.unsubscribe(subscription)
 
 
 class ThespianRuntime:
@@ -140,7 +116,7 @@ class ThespianRuntime:
         self._actors = ThreadedActorHost(node_id, _log)
         self._scheduler = TimerScheduler(node_id)
         self._directory = Directory(node_id)
-        self._events = _ClusterEvents(self)
+        self._events = ClusterEventsView(self._directory, self._check_open)
         self._groups: dict[str, list[ThreadedActor]] = {}
         self._blocked: frozenset[str] = frozenset()
         self._asks: dict[str, PendingReply] = {}
@@ -151,9 +127,7 @@ class ThespianRuntime:
         self._owns_convention = False
         if tcp:
             leader = None if convention_address is None else normalize_address(convention_address)
-            self._system = TcpSystem(
-                node_id, self._inc, admin_port or free_port(), leader, host
-            )
+            self._system = TcpSystem(node_id, self._inc, admin_port or free_port(), leader, host)
             attach = Attach(node_id, self._inc, relay=leader is None, member=leader is not None)
             self._link: Link = TcpLink(
                 self._system.system, self._system.gateway, attach, self._on_message, node_id
@@ -443,13 +417,19 @@ class ThespianRuntime:
         with self._lock:
             self._asks.pop(ref, None)
         if not done:
-            raise ActorAskTimeout(f"no reply from actor {name!r} on node {node!r} within {seconds:g} s")
+            raise ActorAskTimeout(
+                f"no reply from actor {name!r} on node {node!r} within {seconds:g} s"
+            )
         return reply.result()
 
     def _on_message(self, msg: Any) -> None:
         """One message from the gateway (on the receiver thread)."""
         if isinstance(msg, Parcel):
             self._on_parcel(msg)
+        elif isinstance(msg, Batch):
+            for parcel in msg.parcels:
+                if isinstance(parcel, Parcel):
+                    self._on_parcel(parcel)
         elif isinstance(msg, View):
             for node in self._directory.apply_view(msg.peers, msg.complete):
                 self._publish_groups(node)
@@ -550,10 +530,8 @@ class ThespianRuntime:
         if self._system is not None:
             self._system.shutdown()
         elif self._convention is not None:
-            try:
+            with contextlib.suppress(NodeShutdownError):
                 self._convention.leave(self._node_id, self._inc)
-            except NodeShutdownError:
-                pass
             if self._owns_convention:
                 self._convention.close()
 

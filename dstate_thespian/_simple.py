@@ -9,6 +9,7 @@ with the same ``ActorSystemConventionUpdate`` messages a real convention sends.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
@@ -117,19 +118,15 @@ class InProcessConvention:
         endpoint = self.call(manager.__enter__)
 
         def close() -> None:
-            try:
+            with contextlib.suppress(NodeShutdownError):
                 self.call(lambda: manager.__exit__(None, None, None))
-            except NodeShutdownError:
-                pass
 
         return endpoint, close
 
     def poke(self, endpoint: Any) -> None:
         """Send ``endpoint`` a ``None``-like wake-up so a ``listen`` there returns."""
-        try:
+        with contextlib.suppress(NodeShutdownError):
             self.call(lambda: self._system.tell(endpoint, _Poke()))
-        except NodeShutdownError:
-            pass
 
     def create_gateway(self) -> Any:
         """Start a gateway actor in the shared system; returns its address."""
@@ -169,7 +166,9 @@ class InProcessConvention:
             with self._lock:
                 others = list(self._members.values())
             for other in others:
-                self._system.tell(other.gateway, convention_update(member.admin, member.caps, False))
+                self._system.tell(
+                    other.gateway, convention_update(member.admin, member.caps, False)
+                )
 
         self.call(stop)
         if delay > 0:

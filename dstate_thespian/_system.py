@@ -199,7 +199,7 @@ class TcpSystem:
             if pid_alive(pid, started):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
-        base = getattr(self.system, "_systemBase", None)
+        base: Any = getattr(self.system, "_systemBase", None)
         with contextlib.suppress(Exception):
             base.transport.close()  # our own endpoint of the dead system (shutdown would wait)
 

@@ -23,7 +23,7 @@ from datetime import timedelta
 from typing import Any
 
 from ._gateway import GatewayCore, Notify, Send, Wake
-from ._protocol import Attach, Parcel, Roster
+from ._protocol import Attach, Batch, Parcel, Roster
 
 __all__ = [
     "CONVENTION_ADDRESS",
@@ -66,14 +66,15 @@ def _set_convention_timing() -> None:
 _set_convention_timing()
 
 
-def _env_seconds(name: str) -> float:
-    minutes, _, seconds = os.environ.get(name, CONVENTION_TIMING[name]).partition(":")
-    try:
-        return 60.0 * int(minutes) + int(seconds)
-    except ValueError:
-        return 60.0 * int(CONVENTION_TIMING[name].partition(":")[0]) + int(
-            CONVENTION_TIMING[name].partition(":")[2]
-        )
+def _env_number(name: str) -> float:
+    """A timing variable in seconds (``"M:SS"`` periods, plain counts); dstate's default if bad."""
+    for text in (os.environ.get(name, ""), CONVENTION_TIMING[name]):
+        minutes, colon, seconds = text.partition(":")
+        try:
+            return 60.0 * int(minutes) + int(seconds) if colon else float(int(text))
+        except ValueError:
+            continue
+    raise AssertionError(name)  # pragma: no cover (the defaults parse)
 
 
 def failure_detection_bound() -> float:
@@ -83,12 +84,10 @@ def failure_detection_bound() -> float:
     one, checked once a period; a member drops a leader after as many failed
     registrations. One more period and a second of slack cover both.
     """
-    period = _env_seconds("CONVENTION_REREGISTRATION_PERIOD")
-    try:
-        misses = int(os.environ.get("CONVENTION_REGISTRATION_MISS_MAX", "2"))
-    except ValueError:
-        misses = 2
+    period = _env_number("CONVENTION_REREGISTRATION_PERIOD")
+    misses = _env_number("CONVENTION_REGISTRATION_MISS_MAX")
     return period * (misses + 1) + 1.0
+
 
 from thespian import actors as _ta  # type: ignore[import-untyped]  # noqa: E402
 
@@ -143,6 +142,8 @@ class GatewayActor(_ta.Actor):  # type: ignore[misc]
         now = time.monotonic()
         if isinstance(msg, Parcel):
             effects = core.parcel(msg)
+        elif isinstance(msg, Batch):
+            effects = core.batch(msg)
         elif isinstance(msg, _ta.ActorSystemConventionUpdate):
             effects = core.convention(
                 msg.remoteAdminAddress, msg.remoteCapabilities, msg.remoteAdded, now

@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             stop.set()
             for simulator in loads:
                 simulator.join(timeout=2.0)
+
         def health() -> dict[str, str]:
             return {node: cluster.node(node).health_check().status.name for node in NODES}
 

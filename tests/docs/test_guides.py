@@ -6,8 +6,9 @@ block whose first line starts with ``# not run:`` is skipped (e.g. a server
 that would block). Tracebacks point at the guide's own line numbers.
 
 Test functions (``test_*``) and test classes (``Test*``) that a guide defines
-are also collected here as ordinary pytest tests, with real fixtures, so the
-testing guide's examples run the way a reader would run them.
+(not imports) are also collected here as ordinary pytest tests, with real
+fixtures, so the testing guide's examples run the way a reader would run
+them. To find them the module runs such guides once more at import.
 """
 
 from __future__ import annotations
@@ -55,9 +56,7 @@ def test_there_are_guides_with_examples() -> None:
 
 
 @pytest.mark.parametrize("guide", GUIDES, ids=[guide.name for guide in GUIDES])
-def test_guide_examples_run(
-    guide: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_guide_examples_run(guide: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # a guide that writes relative paths writes here
     run_guide(guide)
 
@@ -78,8 +77,10 @@ def _collect_guide_tests() -> dict[str, Any]:
             continue
         stem = guide.stem.replace("-", "_")
         for name, obj in namespace.items():
+            if getattr(obj, "__module__", None) != namespace["__name__"]:
+                continue  # imported, not defined by the guide
             if name.startswith("test_") and callable(obj):
-                found[f"test_{stem}__{name[len('test_'):]}"] = obj
+                found[f"test_{stem}__{name[len('test_') :]}"] = obj
             elif name.startswith("Test") and isinstance(obj, type):
                 found[f"Test_{stem}__{name}"] = obj
     return found

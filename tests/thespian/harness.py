@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 
@@ -76,3 +77,27 @@ class TcpHarness:
         assert all(not pids for _, pids in leftovers), leftovers
         ports = [rt.admin_port for rt in self.runtimes.values()]
         assert not any(port_open(p) for p in ports if p is not None), ports
+
+
+def listening_ports() -> set[int]:
+    """TCP ports this process listens on (from /proc: sockets in LISTEN we hold an fd of)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
