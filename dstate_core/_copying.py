@@ -15,6 +15,7 @@ import datetime as _dt
 import decimal
 import enum
 import uuid
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -42,17 +43,29 @@ _ATOMIC: frozenset[type] = frozenset(
 )
 
 
+def _all_atomic(values: Iterable[Any]) -> bool:
+    """True when every value is of an immutable scalar type (no copy needed inside)."""
+    atomic = _ATOMIC
+    return all(map(atomic.__contains__, map(type, values)))
+
+
 def _copy_value(value: Any) -> Any:
     kind = type(value)
     if kind in _ATOMIC:
         return value
     if kind is dict:
+        if _all_atomic(value.values()):
+            return value.copy()  # the common case, at C speed
         return {k: _copy_value(v) for k, v in value.items()}
     if kind is list:
+        if _all_atomic(value):
+            return value.copy()
         return [_copy_value(v) for v in value]
     if kind is set:
         return set(value)  # elements of a set are hashable, normally immutable
     if kind is tuple:
+        if _all_atomic(value):
+            return value
         copied = tuple(_copy_value(v) for v in value)
         return value if all(a is b for a, b in zip(copied, value, strict=True)) else copied
     if kind is frozenset or isinstance(value, enum.Enum):

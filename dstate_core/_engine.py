@@ -36,6 +36,7 @@ from ._diagnostics import (
     StateSyncMetrics,
     grade_state,
 )
+from ._errors import MutationError
 from ._events import (
     ChangeAnnounced,
     Event,
@@ -170,7 +171,8 @@ class ShardEngine(Generic[S]):
         Raises:
             TypeError: ``fn`` returned neither ``None`` nor the state type, or
                 ``with_delta`` on a simple state.
-            MutationError: the store failed (``__cause__`` is the store's error).
+            MutationError: the store failed, or the update cannot be encoded (e.g. it
+                exceeds the message size cap); ``__cause__`` is the underlying error.
             Exception: whatever ``fn`` or a state hook raised.
         """
         if not callable(fn):
@@ -179,7 +181,15 @@ class ShardEngine(Generic[S]):
             self.own, self._own_view_value(), fn, with_delta=with_delta, clock=self._clock
         )
         new_own = prepared.own
-        plan = self._publisher.prepare(new_own, prepared.view, prepared.delta, prepared.urgency)
+        try:
+            plan = self._publisher.prepare(
+                new_own, prepared.view, prepared.delta, prepared.urgency
+            )
+        except Exception as exc:
+            raise MutationError(
+                f"state {self.name!r}: the mutation to generation {new_own.generation} was not "
+                f"committed because it cannot be sent to peers: {type(exc).__name__}: {exc}"
+            ) from exc
         save_or_raise(self.config.persistence, new_own, prepared.delta)
         self.own = new_own
         self._metrics.total_mutations += 1

@@ -203,8 +203,12 @@ class DStateNode:
 
     @property
     def dropped_messages(self) -> Mapping[str, int]:
-        """Inbound messages dropped before reaching a shard, by reason."""
-        return dict(self._router.drops)
+        """Inbound messages dropped unread or refused by a shard, by reason (SPEC §9)."""
+        counts = dict(self._router.drops)
+        for shard in list(self._shards.values()):
+            for reason, count in shard.drops().items():
+                counts[reason] = counts.get(reason, 0) + count
+        return counts
 
     def shutdown(self) -> None:
         """Stop this node's actors and timers (the runtime keeps running); idempotent."""

@@ -152,7 +152,8 @@ class Shard(Generic[S]):
 
         Raises:
             TypeError: ``fn`` returned something that is neither ``None`` nor the state.
-            MutationError: the store failed; nothing changed.
+            MutationError: the store failed or the update cannot be sent (e.g. it
+                exceeds the message size cap); nothing changed.
             Exception: whatever ``fn`` raised; nothing changed.
         """
         return self._mutate(fn, with_delta=False)
@@ -287,6 +288,10 @@ class Shard(Generic[S]):
     def metrics(self) -> StateSyncMetrics:
         """This shard's counters (SPEC §10)."""
         return self._engine.metrics(self._node.feed_batches_for(self.name))
+
+    def drops(self) -> dict[str, int]:
+        """Messages for this state refused before the receiver rules, by reason."""
+        return dict(self._engine.drops)
 
     def health(self) -> StateHealth:
         """This state's health grade."""

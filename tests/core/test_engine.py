@@ -567,7 +567,7 @@ class TestStateHooks:
         )
         engine.handle(PeerJoined("b"))
         own = engine.own
-        with pytest.raises(ValueError, match="max_message_bytes"):
+        with pytest.raises(MutationError, match="max_message_bytes"):
             engine.mutate(lambda s: setattr(s, "label", "x" * 1000))
         assert engine.own is own
 
