@@ -656,3 +656,22 @@ def test_node_repr_names_it(cluster: DeterministicCluster) -> None:
     node.register(TestState)
     assert "'a'" in repr(node)
     assert "test_state" in repr(node)
+
+
+def test_frames_refused_by_a_shard_are_counted_at_the_node() -> None:
+    """A well-formed frame from a non-member is refused by the shard and counted by reason."""
+    from dstate_core import Generation
+    from dstate_core._messages import FullSnapshot
+    from dstate_core._wire import WireCodec
+    from dstate_core.testing import TestState, local_cluster
+
+    with local_cluster(["a", "b"]) as cluster:
+        shard = cluster.node("a").register(TestState)
+        cluster.run_until_idle()
+        forged = FullSnapshot(
+            "test_state", "intruder", Generation(1, 1), 1, TestState().serialize_state(), 0, 0
+        )
+        cluster.inject("b", "a", WireCodec().encode(forged))
+        cluster.run_until_idle()
+        assert cluster.node("a").dropped_messages == {"unknown_node": 1}
+        assert "intruder" not in shard.snapshot()
