@@ -182,9 +182,7 @@ class ShardEngine(Generic[S]):
         )
         new_own = prepared.own
         try:
-            plan = self._publisher.prepare(
-                new_own, prepared.view, prepared.delta, prepared.urgency
-            )
+            plan = self._publisher.prepare(new_own, prepared.view, prepared.delta, prepared.urgency)
         except Exception as exc:
             raise MutationError(
                 f"state {self.name!r}: the mutation to generation {new_own.generation} was not "
