@@ -13,7 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import change_feed, delta_bytes, join, mutation_cost, mutation_throughput
+from bench import (
+    change_feed,
+    delta_bytes,
+    join,
+    mutation_cost,
+    mutation_throughput,
+    thespian_processes,
+)
 from bench._report import Table, Tick, fmt_bytes, fmt_rate, fmt_seconds, ratio
 
 __all__ = ["BENCHMARKS", "Benchmark", "persistence_tables", "query_tables"]
@@ -135,4 +142,5 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark("join", join.STEPS, join.tables),
     Benchmark("mutation_cost", mutation_cost.STEPS, mutation_cost.tables),
     Benchmark("persistence", len(PERSISTENCE_SAVES), persistence_tables),
+    Benchmark("thespian_processes", thespian_processes.STEPS, thespian_processes.tables),
 ]

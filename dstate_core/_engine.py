@@ -52,7 +52,7 @@ from ._mutation import prepare_mutation, project_view
 from ._payloads import PayloadDecoder, Unreadable
 from ._publisher import DELAYED_TIMER, PERIODIC_TIMER, Publisher
 from ._pulls import PullTracker, pull_timer
-from ._ratelimit import RateLimitedLog
+from ._ratelimit import DropLog, RateLimitedLog
 from ._rules import Kind, Verdict, judge
 from ._startup import load_or_fresh, save_or_raise
 from ._state import DeltaDistributedState, DistributedState, validate_state_type
@@ -118,8 +118,7 @@ class ShardEngine(Generic[S]):
         #: Failed join probes per peer without a view, for the retry backoff.
         self._probe_failures: dict[str, int] = {}
         self._rate_log = RateLimitedLog(log, clock)
-        #: Messages dropped before the receiver rules, by reason.
-        self.drops: dict[str, int] = {}
+        self._drops = DropLog(log, clock)
         self.own: StateObject[S] = load_or_fresh(
             state_type, config.persistence, clock, incarnations or IncarnationSource()
         )
@@ -237,10 +236,15 @@ class ShardEngine(Generic[S]):
         """Forget a waiting query (its caller gave up)."""
         self._pulls.cancel(query_id)
 
+    @property
+    def drops(self) -> dict[str, int]:
+        """Messages dropped before the receiver rules, by reason (a copy; any thread)."""
+        return self._drops.counts()
+
     def _drop(self, reason: str, source: str, detail: str) -> None:
-        self.drops[reason] = self.drops.get(reason, 0) + 1
-        self._rate_log.warning(
-            (reason, source),
+        self._drops.drop(
+            reason,
+            source,
             "state %r: dropped a message from %r (%s): %s",
             self.name,
             source,

@@ -14,7 +14,7 @@ from collections.abc import Container
 from ._clock import Clock
 from ._events import ChangeAnnounced, MessageReceived
 from ._messages import BatchedChangeFeed, SnapshotReply
-from ._ratelimit import RateLimitedLog
+from ._ratelimit import DropLog
 from ._wire import WireCodec, WireDecodeError
 
 __all__ = ["InboundRouter", "Routed"]
@@ -35,23 +35,27 @@ class InboundRouter:
     def __init__(self, node_id: str, codec: WireCodec, clock: Clock) -> None:
         self._node_id = node_id
         self._codec = codec
-        self._rate_log = RateLimitedLog(log, clock)
-        self.drops: dict[str, int] = {}
+        self._drops = DropLog(log, clock)
         self.bytes_received = 0
 
+    @property
+    def drops(self) -> dict[str, int]:
+        """Inbound messages dropped, by reason (a copy; any thread)."""
+        return self._drops.counts()
+
     def _drop(self, reason: str, sender: str, detail: str) -> None:
-        self.drops[reason] = self.drops.get(reason, 0) + 1
         # A state not registered (yet) here is normal while nodes start up, or in a
         # cluster whose nodes host different states: counted, but not a warning.
         level = logging.DEBUG if reason == "unknown_state" else logging.WARNING
-        self._rate_log.log(
-            level,
-            (reason, sender),
+        self._drops.drop(
+            reason,
+            sender,
             "node %r dropped an inbound message from %s (%s): %s",
             self._node_id,
             sender,
             reason,
             detail,
+            level=level,
         )
 
     def route(self, data: object, registered: Container[str]) -> list[Routed]:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from ._clock import Clock
 
-__all__ = ["RateLimitedLog"]
+__all__ = ["DropLog", "RateLimitedLog"]
 
 
 class RateLimitedLog:
@@ -42,3 +43,33 @@ class RateLimitedLog:
     def warning(self, key: tuple[str, ...], msg: str, *args: Any) -> bool:
         """Shorthand for :meth:`log` at WARNING."""
         return self.log(logging.WARNING, key, msg, *args)
+
+
+class DropLog:
+    """Counts dropped inbound messages by reason and logs each (reason, source) rate-limited.
+
+    Concurrency: :meth:`drop` and the readers may run on different threads.
+    """
+
+    def __init__(self, logger: logging.Logger, clock: Clock, period: float = 60.0) -> None:
+        self._log = RateLimitedLog(logger, clock, period)
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+
+    def drop(
+        self, reason: str, source: str, msg: str, *args: Any, level: int = logging.WARNING
+    ) -> None:
+        """Count one drop for ``reason``; log ``msg % args`` unless recently logged."""
+        with self._lock:
+            self._counts[reason] = self._counts.get(reason, 0) + 1
+            self._log.log(level, (reason, source), msg, *args)
+
+    def counts(self) -> dict[str, int]:
+        """Drops so far by reason (a copy)."""
+        with self._lock:
+            return dict(self._counts)
+
+    def total(self) -> int:
+        """Drops so far, all reasons."""
+        with self._lock:
+            return sum(self._counts.values())

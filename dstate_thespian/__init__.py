@@ -10,6 +10,11 @@ gateway actor per node, and membership comes from a Thespian convention::
     ...
     member.shutdown(); leader.shutdown()
 
+To run a node as its own process, hosting state classes you name and taking
+JSON commands on stdin, use ``python -m dstate_thespian node --help``;
+:class:`NodeHandle` starts and drives such processes from Python
+(``docs/thespian.md``).
+
 Importing this package sets Thespian's convention timing (see
 :data:`CONVENTION_TIMING`) unless the environment already does: a killed
 member or leader is then reported within about 6 s.
@@ -22,6 +27,7 @@ systems on a network only cluster members can reach (``docs/security.md``).
 from dstate_core._scheduler import ScheduledTimer
 
 from ._cluster import ThespianCluster, local_cluster
+from ._handle import NodeHandle, NodeHandleError
 from ._refs import RemoteAskError, ThespianActorRef
 from ._runtime import SYSTEM_BASES, ThespianRuntime
 from ._simple import InProcessConvention
@@ -32,6 +38,8 @@ __all__ = [
     "CONVENTION_TIMING",
     "SYSTEM_BASES",
     "InProcessConvention",
+    "NodeHandle",
+    "NodeHandleError",
     "RemoteAskError",
     "ScheduledTimer",
     "ThespianActorRef",

@@ -151,6 +151,11 @@ class Directory:
         with self._state:
             return sorted(self._view)
 
+    def is_reachable(self, node: str, inc: str) -> bool:
+        """True if the gateway reports ``node`` in incarnation ``inc`` (a cluster member now)."""
+        with self._state:
+            return self._view.get(node) == inc
+
     def remote_members(self, group: str) -> list[tuple[str, str]]:
         """``(node, actor name)`` of every joined peer's members of ``group``, sorted."""
         with self._state:

@@ -85,6 +85,10 @@ class Attach:
     relay: bool
     #: True on a convention member: its view is complete once the leader's roster came.
     member: bool = False
+    #: The node process's pid and start time: a gateway in another process stops its
+    #: actor system once that process is gone (0: do not watch).
+    watch_pid: int = 0
+    watch_started: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,28 +18,32 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from dstate_core._clock import SystemClock
 from dstate_core._errors import ActorSendError, NodeShutdownError
+from dstate_core._ratelimit import DropLog
 from dstate_core._runtime import (
-    ActorAskTimeout,
     ActorRef,
     Handler,
-    PendingReply,
     check_positive_seconds,
 )
 from dstate_core._scheduler import ScheduledTimer, TimerScheduler
 from dstate_core._threaded import ThreadedActor, ThreadedActorHost
 
+from ._asks import RemoteAsks
 from ._directory import ClusterEventsView, Directory, decode_groups, encode_groups
 from ._link import Link, SimpleLink, TcpLink
+from ._procs import start_time
 from ._protocol import ALL_PEERS, Attach, Attached, Batch, Kind, Parcel, View
-from ._refs import RemoteAskError, ThespianActorRef
+from ._refs import ThespianActorRef
 from ._simple import InProcessConvention
 from ._system import TcpSystem, free_port, normalize_address
+from ._thespian import address_port
 
 if TYPE_CHECKING:
     from dstate_core._runtime import ActorRuntime, ClusterEvents
@@ -55,8 +59,6 @@ SYSTEM_BASES = ("multiprocTCPBase", "simpleSystemBase")
 _STOP_WAIT = 1.0
 #: How long the constructor waits for its gateway to answer.
 _ATTACH_TIMEOUT = 30.0
-#: How long a node serves an ask from another node before giving up.
-_REMOTE_ASK_LIMIT = 60.0
 
 
 class ThespianRuntime:
@@ -75,6 +77,8 @@ class ThespianRuntime:
         join_timeout: the constructor waits up to this long until every node
             already in the cluster and this one see each other (then logs a
             warning and carries on: joining continues in the background).
+        join: False starts the actor system and its gateway but joins the
+            cluster only at :meth:`join_cluster` (see there why).
 
     Raises:
         ValueError: bad ``node_id`` or options, or the admin port is in use.
@@ -98,6 +102,7 @@ class ThespianRuntime:
         host: str | None = None,
         convention: InProcessConvention | None = None,
         join_timeout: float = 10.0,
+        join: bool = True,
     ) -> None:
         if not isinstance(node_id, str) or not node_id or node_id == ALL_PEERS:
             raise ValueError(f"node_id must be a non-empty str other than '*', got {node_id!r}")
@@ -119,16 +124,24 @@ class ThespianRuntime:
         self._events = ClusterEventsView(self._directory, self._check_open)
         self._groups: dict[str, list[ThreadedActor]] = {}
         self._blocked: frozenset[str] = frozenset()
-        self._asks: dict[str, PendingReply] = {}
+        self._asks = RemoteAsks(node_id, self._post)
         self._attached = threading.Event()
-        self._sent = self._bytes = self._dropped = 0
+        self._sent = self._bytes = 0
+        self._drops = DropLog(_log, SystemClock())
         self._system: TcpSystem | None = None
         self._convention: InProcessConvention | None = None
         self._owns_convention = False
         if tcp:
             leader = None if convention_address is None else normalize_address(convention_address)
             self._system = TcpSystem(node_id, self._inc, admin_port or free_port(), leader, host)
-            attach = Attach(node_id, self._inc, relay=leader is None, member=leader is not None)
+            attach = Attach(
+                node_id,
+                self._inc,
+                relay=leader is None,
+                member=leader is not None,
+                watch_pid=os.getpid(),
+                watch_started=start_time(os.getpid()),
+            )
             self._link: Link = TcpLink(
                 self._system.system, self._system.gateway, attach, self._on_message, node_id
             )
@@ -139,16 +152,44 @@ class ThespianRuntime:
             attach = Attach(node_id, self._inc, relay=False)
             self._link = SimpleLink(self._convention, gateway, attach, self._on_message, node_id)
             self._gateway = gateway
+        self._join_timeout = join_timeout
+        self._joining = False
         try:
-            self._start(join_timeout)
+            self._link.start()
+            if not self._attached.wait(_ATTACH_TIMEOUT):
+                raise RuntimeError(f"node {self._node_id!r}: its Thespian gateway did not answer")
+            if join:
+                self.join_cluster()
         except BaseException:
             self.shutdown()
             raise
 
-    def _start(self, join_timeout: float) -> None:
-        self._link.start()
-        if not self._attached.wait(_ATTACH_TIMEOUT):
-            raise RuntimeError(f"node {self._node_id!r}: its Thespian gateway did not answer")
+    def join_cluster(self, timeout: float | None = None) -> None:
+        """Make this node a cluster member (the constructor does, unless ``join=False``).
+
+        A member joins its leader's convention; then this waits up to
+        ``timeout`` (default: the constructor's ``join_timeout``) until the
+        nodes already in the cluster and this one see each other, and logs a
+        warning if they do not (joining goes on in the background).
+        Idempotent.
+
+        Why defer it: a peer that sees this node join sends it its join
+        exchange at once, to the actors this node has in its groups by then.
+        Build the :class:`~dstate_core.DStateNode` and register its states
+        first, and nothing of that exchange is lost. (A leader's gateway
+        already relays the roster, so a deferred leader is visible early; a
+        peer's first messages to it may be lost, and dstate repeats the join
+        exchange from the side that sees the other later.)
+
+        Raises:
+            NodeShutdownError: the runtime was shut down.
+        """
+        with self._lock:
+            self._check_open("join the cluster")
+            if self._joining:
+                return
+            self._joining = True
+        wait = self._join_timeout if timeout is None else timeout
         expect: list[str] = []
         if self._system is not None:
             self._system.publish()
@@ -156,13 +197,13 @@ class ThespianRuntime:
                 return  # the leader has nobody to wait for
         elif self._convention is not None:
             expect = self._convention.join(self._node_id, self._inc, self._gateway)
-        if join_timeout > 0 and not self._directory.wait_settled(join_timeout, expect):
+        if wait > 0 and not self._directory.wait_settled(wait, expect):
             where = "" if self._system is None else f" at {self._system.convention_address}"
             _log.warning(
                 "node %r: not yet admitted by the cluster%s within %g s; it keeps trying",
                 self._node_id,
                 where,
-                join_timeout,
+                wait,
             )
 
     # -- identity and inspection ---------------------------------------------------
@@ -186,6 +227,11 @@ class ThespianRuntime:
     def admin_port(self) -> int | None:
         """multiprocTCPBase: this node's admin port."""
         return None if self._system is None else self._system.admin_port
+
+    @property
+    def gateway_port(self) -> int | None:
+        """multiprocTCPBase: the TCP port this node's gateway listens on (peers send there)."""
+        return None if self._system is None else address_port(self._system.gateway)
 
     @property
     def pids(self) -> list[int]:
@@ -218,8 +264,13 @@ class ThespianRuntime:
 
     @property
     def messages_dropped(self) -> int:
-        """Inbound messages dropped: unknown actor, a partition, or malformed."""
-        return self._dropped
+        """Inbound messages dropped: from a non-member, unknown actor, a partition, or malformed."""
+        return self._drops.total()
+
+    @property
+    def drops(self) -> dict[str, int]:
+        """:attr:`messages_dropped` by reason (``"not a member"``, ``"no such actor here"``...)."""
+        return self._drops.counts()
 
     @property
     def dropped_timer_fires(self) -> int:
@@ -406,21 +457,10 @@ class ThespianRuntime:
     def _ask_remote(self, node: str, name: str, body: bytes, timeout: float) -> Any:
         seconds = check_positive_seconds("timeout", timeout)
         self._check_open(f"ask actor {name!r} on node {node!r}")
-        ref = uuid.uuid4().hex
-        reply = PendingReply()
         with self._lock:
-            self._asks[ref] = reply
             self._sent += 1
             self._bytes += len(body)
-        self._post(node, Kind.ASK, name, body, ref)
-        done = reply.wait(seconds)
-        with self._lock:
-            self._asks.pop(ref, None)
-        if not done:
-            raise ActorAskTimeout(
-                f"no reply from actor {name!r} on node {node!r} within {seconds:g} s"
-            )
-        return reply.result()
+        return self._asks.ask(node, name, body, seconds)
 
     def _on_message(self, msg: Any) -> None:
         """One message from the gateway (on the receiver thread)."""
@@ -448,16 +488,14 @@ class ThespianRuntime:
                 return
             self._directory.apply_groups(parcel.src, parcel.src_inc, table)
             return
+        if not self._directory.is_reachable(parcel.src, parcel.src_inc):
+            self._drop(parcel, "not a member")
+            return
         if parcel.src in self._blocked:
             self._drop(parcel, "partitioned")
             return
         if kind in (Kind.REPLY, Kind.FAIL):
-            with self._lock:
-                reply = self._asks.pop(parcel.ref, None)
-            if reply is not None and kind == Kind.REPLY:
-                reply.resolve(parcel.body)
-            elif reply is not None:
-                reply.fail(RemoteAskError(parcel.body.decode("utf-8", "replace")))
+            self._asks.settle(parcel)
             return
         if kind == Kind.CAST:
             with self._lock:
@@ -469,7 +507,7 @@ class ThespianRuntime:
             self._drop(parcel, "unknown kind")
             return
         if kind == Kind.ASK:
-            self._serve_ask(parcel, targets[0] if targets else None)
+            self._asks.serve(parcel, targets[0] if targets else None)
             return
         if not targets:
             self._drop(parcel, "no such actor here")
@@ -479,38 +517,18 @@ class ThespianRuntime:
             except ActorSendError:
                 self._drop(parcel, "the actor stopped")
 
-    def _serve_ask(self, parcel: Parcel, actor: ThreadedActor | None) -> None:
-        def answer(kind: str, body: bytes) -> None:
-            if not self._closed:
-                self._post(parcel.src, kind, parcel.name, body, parcel.ref)
-
-        if actor is None:
-            answer(Kind.FAIL, f"no actor {parcel.name!r} on node {self._node_id!r}".encode())
-            return
-
-        def serve() -> None:
-            try:
-                value = actor.ask(parcel.body, _REMOTE_ASK_LIMIT)
-            except Exception as exc:
-                answer(Kind.FAIL, f"{type(exc).__name__}: {exc}".encode())
-                return
-            if isinstance(value, bytes):
-                answer(Kind.REPLY, value)
-            else:
-                answer(Kind.FAIL, f"the reply is {type(value).__name__}, not bytes".encode())
-
-        threading.Thread(target=serve, name=f"dstate-ask-{self._node_id}", daemon=True).start()
-
     def _drop(self, parcel: Parcel, why: str) -> None:
-        with self._lock:
-            self._dropped += 1
-        _log.debug(
+        # Late traffic of a node that left is normal, so a non-member is INFO (rate limited).
+        self._drops.drop(
+            why,
+            parcel.src,
             "node %r dropped a %r parcel from %r for %r: %s",
             self._node_id,
             parcel.kind,
             parcel.src,
             parcel.name,
             why,
+            level=logging.INFO if why == "not a member" else logging.DEBUG,
         )
 
     def _block(self, nodes: Iterable[str]) -> None:
@@ -550,15 +568,12 @@ class ThespianRuntime:
                 return False
             self._closed = True
             self._groups.clear()
-            asks = list(self._asks.values())
-            self._asks.clear()
         self._directory.clear_subscribers()
         self._scheduler.close()
         for actor in self._actors.close(_STOP_WAIT):
             _log.warning("%s did not stop in time; leaving its thread behind", actor.describe())
         self._link.close(_STOP_WAIT)
-        for reply in asks:
-            reply.fail(NodeShutdownError(f"runtime {self._node_id!r} was shut down"))
+        self._asks.close()
         return True
 
     def _check_open(self, what: str) -> None:

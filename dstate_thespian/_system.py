@@ -15,10 +15,12 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import time
 from typing import Any
 
+from ._procs import children as _children
+from ._procs import free_port, pid_alive, port_open
+from ._procs import stat as _stat
 from ._protocol import CAP_GATEWAY, CAP_INCARNATION, CAP_NODE
 from ._thespian import CONVENTION_ADDRESS, GatewayActor, start_system
 
@@ -37,23 +39,6 @@ _log = logging.getLogger("dstate.thespian")
 EXIT_WAIT = 3.0
 
 
-def free_port(host: str = "") -> int:
-    """A TCP port nobody listens on now (on every interface, as Thespian binds)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
-    """True if something accepts TCP connections on ``host:port``."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def normalize_address(address: str | tuple[str, int]) -> str:
     """``"host:port"`` from either form.
 
@@ -70,34 +55,6 @@ def normalize_address(address: str | tuple[str, int]) -> str:
     if not isinstance(host, str) or not host or not isinstance(port, int) or not 0 < port < 65536:
         raise ValueError(f"a convention address is 'host:port' or (host, port), got {address!r}")
     return f"{host}:{port}"
-
-
-def _stat(pid: int) -> tuple[str, int, int] | None:
-    """``(state, ppid, start time)`` of a process, or None if it does not exist."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return fields[0], int(fields[1]), int(fields[19])
-
-
-def pid_alive(pid: int, started: int | None = None) -> bool:
-    """True if ``pid`` runs (a zombie does not), and started at ``started`` if given."""
-    stat = _stat(pid)
-    if stat is None or stat[0] in ("Z", "X"):
-        return False
-    return started is None or stat[2] == started
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            stat = _stat(int(entry))
-            if stat is not None and stat[1] == pid:
-                found.append(int(entry))
-    return found
 
 
 def stop_system(admin_port: int) -> None:

@@ -9,7 +9,9 @@ defaults a killed member goes unnoticed for about 22 minutes.
 
 Everything else in :mod:`dstate_thespian` goes through the names below; only
 :class:`GatewayActor` runs inside Thespian (in its own process on the
-multiproc bases).
+multiproc bases). There it also watches the node process it serves: Thespian
+daemonises the actor system, so without the watch a ``kill -9`` of that
+process would leave the system running and the node a member forever.
 """
 
 from __future__ import annotations
@@ -23,17 +25,22 @@ from datetime import timedelta
 from typing import Any
 
 from ._gateway import GatewayCore, Notify, Send, Wake
+from ._procs import children, kill_pids, pid_alive, start_time, stat
 from ._protocol import Attach, Batch, Parcel, Roster
 
 __all__ = [
     "CONVENTION_ADDRESS",
     "CONVENTION_TIMING",
+    "ORPHAN_KILL_AFTER",
+    "WATCH_SECONDS",
     "GatewayActor",
+    "address_port",
     "convention_update",
     "exit_request",
     "failure_detection_bound",
     "named_address",
     "start_system",
+    "tcp_address",
 ]
 
 _log = logging.getLogger("dstate.thespian")
@@ -47,6 +54,14 @@ CONVENTION_TIMING: Mapping[str, str] = {
 
 #: The capability naming a member's convention leader (``"host:port"``).
 CONVENTION_ADDRESS = "Convention Address.IPv4"
+
+#: How often a gateway checks that its node process still runs.
+WATCH_SECONDS = 0.5
+#: An orphaned gateway kills its actor system if a clean shutdown has not ended it by then.
+ORPHAN_KILL_AFTER = 5.0
+
+#: The wakeup payload of the node-process watch (other wakeups are the gateway core's).
+_WATCH = "dstate.watch"
 
 
 def _set_convention_timing() -> None:
@@ -106,6 +121,24 @@ def named_address(name: str) -> Any:
     return _ta.ActorAddress(name)
 
 
+def tcp_address(host: str, port: int) -> Any:
+    """The Thespian address of whatever listens on ``host:port`` (multiprocTCPBase)."""
+    from thespian.system.transport.TCPTransport import (  # type: ignore[import-untyped]
+        TCPTransport,
+    )
+
+    return TCPTransport.getAddressFromString(f"{host}:{port}")
+
+
+def address_port(address: Any) -> int | None:
+    """The TCP port of a multiprocTCPBase address (None on other bases)."""
+    try:
+        port = address.addressDetails.connectArgs[0][1]
+    except (AttributeError, IndexError, TypeError):
+        return None
+    return port if isinstance(port, int) else None
+
+
 def convention_update(admin: Any, capabilities: dict[str, Any], added: bool) -> Any:
     """The message a convention sends about a system that joined or left."""
     return _ta.ActorSystemConventionUpdate(admin, capabilities, added)
@@ -127,6 +160,9 @@ class GatewayActor(_ta.Actor):  # type: ignore[misc]
     def __init__(self) -> None:
         super().__init__()
         self._dstate_core: GatewayCore | None = None
+        self._dstate_watch: tuple[int, int] | None = None
+        self._dstate_orphaned_at: float | None = None
+        self._dstate_admin: tuple[int, int] = (0, 0)
 
     def receiveMessage(self, msg: Any, sender: Any) -> None:  # noqa: N802 (Thespian's name)
         """Feed ``msg`` to the gateway logic and carry out its effects."""
@@ -152,7 +188,11 @@ class GatewayActor(_ta.Actor):  # type: ignore[misc]
             effects = core.roster(msg, now)
         elif isinstance(msg, Attach):
             effects = core.attach(msg, sender, os.getpid(), os.getppid())
+            self._dstate_start_watch(msg)
         elif isinstance(msg, _ta.WakeupMessage):
+            if msg.payload == _WATCH:
+                self._dstate_check_watch(now)
+                return
             effects = core.wakeup(now)
         else:  # ActorExitRequest, PoisonMessage, ChildActorExited, strangers: nothing to do
             return
@@ -163,3 +203,48 @@ class GatewayActor(_ta.Actor):  # type: ignore[misc]
                 self.wakeupAfter(timedelta(seconds=effect.seconds))
             elif isinstance(effect, Notify):
                 self.notifyOnSystemRegistrationChanges(True)
+
+    # -- the node-process watch -------------------------------------------------------
+
+    def _dstate_start_watch(self, msg: Attach) -> None:
+        """Watch the attached node process if it runs elsewhere (multiproc bases)."""
+        pid = msg.watch_pid
+        if pid <= 0 or pid == os.getpid() or self._dstate_watch is not None:
+            return
+        self._dstate_watch = (pid, msg.watch_started)
+        admin = os.getppid()
+        self._dstate_admin = (admin, start_time(admin))
+        self.wakeupAfter(timedelta(seconds=WATCH_SECONDS), payload=_WATCH)
+
+    def _dstate_check_watch(self, now: float) -> None:
+        """The node process is gone (``kill -9``): stop this actor system, cleanly if it can.
+
+        A clean shutdown tells the convention at once, so peers see the node
+        leave without waiting for missed registrations. If the system is still
+        up :data:`ORPHAN_KILL_AFTER` seconds later, its processes are killed.
+        """
+        if self._dstate_watch is None:
+            return
+        pid, started = self._dstate_watch
+        if pid_alive(pid, started):
+            self.wakeupAfter(timedelta(seconds=WATCH_SECONDS), payload=_WATCH)
+            return
+        if self._dstate_orphaned_at is None:
+            self._dstate_orphaned_at = now
+            _log.warning("dstate gateway: node process %d is gone; stopping its actor system", pid)
+            self.actorSystemShutdown()
+        elif now - self._dstate_orphaned_at >= ORPHAN_KILL_AFTER:
+            _kill_own_system(*self._dstate_admin)
+            return
+        self.wakeupAfter(timedelta(seconds=WATCH_SECONDS), payload=_WATCH)
+
+
+def _kill_own_system(admin: int, started: int) -> None:
+    """``kill -9`` this gateway's admin (if it is still that process), its children, then itself."""
+    victims: dict[int, int] = {}
+    if admin > 1 and started and pid_alive(admin, started):
+        victims[admin] = started
+        victims.update({pid: info[2] for pid in children(admin) if (info := stat(pid))})
+    victims.pop(os.getpid(), None)
+    kill_pids(victims, wait=1.0)
+    os._exit(1)

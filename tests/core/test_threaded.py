@@ -195,8 +195,10 @@ class TestThreadedActorHost:
         h = ThreadedActorHost("n3")
         release = threading.Event()
         closed: list[list[ThreadedActor]] = []
-        busy = h.spawn("busy", lambda msg: release.wait(2.0))
+        started = threading.Event()
+        busy = h.spawn("busy", lambda msg: (started.set(), release.wait(2.0)))
         busy.tell("block")
+        assert started.wait(2.0)  # busy inside its handler, not just queued
         closer = h.spawn("closer", lambda msg: closed.append(h.close(0.05)))
         closer.tell("close")
         assert _wait(lambda: bool(closed))

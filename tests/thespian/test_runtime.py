@@ -85,6 +85,24 @@ class TestOptions:
         runtime.shutdown()
         assert runtime.is_shut_down
 
+    def test_a_deferred_runtime_joins_when_told(self) -> None:
+        convention = InProcessConvention(failure_timeout=0.2)
+        a = ThespianRuntime("a", "simpleSystemBase", convention=convention)
+        b = ThespianRuntime("b", "simpleSystemBase", convention=convention, join=False)
+        try:
+            b.join_group("g", b.spawn("m", Recorder()))  # set up before anyone sees it
+            assert a.peers == [] and b.peers == []
+            b.join_cluster()
+            b.join_cluster()  # idempotent
+            assert wait_until(lambda: a.peers == ["b"] and b.peers == ["a"], DEADLINE)
+            assert [(r.node_id, r.name) for r in a.group_members("g")] == [("b", "m")]
+        finally:
+            b.shutdown()
+            a.shutdown()
+            convention.close()
+        with pytest.raises(NodeShutdownError):
+            b.join_cluster()
+
 
 class TestRefsAndGroups:
     def test_local_and_remote_refs(self, pair: tuple[ThespianRuntime, ThespianRuntime]) -> None:
@@ -148,6 +166,11 @@ class TestRefsAndGroups:
         a._post("b", "no-such-kind", "m", b"x")
         assert wait_until(lambda: b.messages_dropped == dropped + 3, DEADLINE)
         b._on_parcel(Parcel("zzz", "1", "b", Kind.REPLY, "", b"", "unknown-ask"))
+        # From a node outside the cluster, or an old incarnation of a member: dropped, counted.
+        b._on_parcel(Parcel("zzz", "1", "b", Kind.SEND, "m", b"x"))
+        b._on_parcel(Parcel("a", "old-incarnation", "b", Kind.CAST, "g", b"x"))
+        assert b.drops["not a member"] == 3
+        assert b.messages_dropped == dropped + 3 + 3
 
 
 class TestRemoteAsk:
@@ -196,7 +219,7 @@ class TestRemoteAsk:
 
         thread = threading.Thread(target=asker)
         thread.start()
-        assert wait_until(lambda: bool(a._asks), DEADLINE)
+        assert wait_until(lambda: a._asks.waiting == 1, DEADLINE)
         a.shutdown()
         thread.join(DEADLINE)
         release.set()
