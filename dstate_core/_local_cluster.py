@@ -8,7 +8,8 @@ bookkeeping, restarts and shutdown live here once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from ._clock import Clock
@@ -220,6 +221,19 @@ class LocalClusterBase:
                 runtime.shutdown()
             except Exception:
                 log.exception("cluster: shutting down node %r failed", node_id)
+
+    @staticmethod
+    def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+        """Poll ``predicate`` until it holds or ``timeout`` seconds pass; True if it held."""
+        deadline = time.monotonic() + timeout
+        delay = 0.0005
+        while True:
+            if predicate():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
 
     def __enter__(self) -> LocalClusterBase:
         return self

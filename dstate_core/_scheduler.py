@@ -13,10 +13,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from ._errors import ActorSendError, NodeShutdownError
+from ._runtime import ActorRef, check_positive_seconds
 
-__all__ = ["ScheduledTimer", "TimerScheduler"]
+__all__ = ["ScheduledTimer", "SchedulerTimers", "TimerScheduler"]
 
 _log = logging.getLogger("dstate.timers")
 
@@ -177,3 +179,66 @@ class TimerScheduler:
             _log.exception("timer of runtime %r failed to deliver its message", self._name)
         if timer._interval is None:
             timer._cancelled = True
+
+
+class SchedulerTimers:
+    """``send_after`` and ``send_interval`` on a :class:`TimerScheduler`, for a runtime to mix in.
+
+    A runtime mixes this in, sets ``_scheduler`` and implements
+    :meth:`_check_open` and :meth:`_timer_target`.
+    """
+
+    _scheduler: TimerScheduler
+
+    def _check_open(self, what: str) -> None:
+        """Raise :class:`NodeShutdownError` if the runtime was shut down."""
+        raise NotImplementedError
+
+    def _timer_target(
+        self, ref: ActorRef, msg: Any
+    ) -> tuple[Callable[[], bool], Callable[[], None]]:
+        """``(alive, send)`` for ``msg`` to ``ref``, after checking both (TypeError if wrong)."""
+        raise NotImplementedError
+
+    @property
+    def dropped_timer_fires(self) -> int:
+        """Timer fires dropped because their target actor had stopped."""
+        return self._scheduler.dropped_fires
+
+    def send_after(self, ref: ActorRef, seconds: float, msg: Any) -> ScheduledTimer:
+        """Send ``msg`` to ``ref`` once, after ``seconds``.
+
+        Raises:
+            ValueError: ``seconds`` is not a finite number > 0.
+            TypeError: ``ref`` is not a ref of this runtime, or a non-``bytes``
+                ``msg`` would cross nodes.
+            ActorSendError: the target actor is stopped.
+            NodeShutdownError: the runtime was shut down.
+        """
+        return self._schedule(ref, check_positive_seconds("seconds", seconds), None, msg)
+
+    def send_interval(self, ref: ActorRef, seconds: float, msg: Any) -> ScheduledTimer:
+        """Send ``msg`` to ``ref`` every ``seconds``, first after ``seconds``.
+
+        A fire whose target has stopped is dropped (counted in
+        :attr:`dropped_timer_fires`) and the timer cancelled.
+
+        Raises: as :meth:`send_after`.
+        """
+        period = check_positive_seconds("seconds", seconds)
+        return self._schedule(ref, period, period, msg)
+
+    def _schedule(
+        self, ref: ActorRef, delay: float, interval: float | None, msg: Any
+    ) -> ScheduledTimer:
+        self._check_open("set a timer")
+        alive, send = self._timer_target(ref, msg)
+        if not alive():
+            raise ActorSendError(f"cannot set a timer for {ref!r}: the actor is stopped")
+
+        def fire() -> None:
+            if not alive():
+                raise ActorSendError(f"{ref!r} stopped")
+            send()
+
+        return self._scheduler.schedule(delay, interval, fire)

@@ -9,8 +9,7 @@ real time: a mutation becomes visible on peers asynchronously; use
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -67,19 +66,6 @@ class PykkaCluster(LocalClusterBase):
         """Shut every node, runtime and network thread down; idempotent."""
         super().close()
         self.network.close()
-
-    @staticmethod
-    def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-        """Poll ``predicate`` until it holds or ``timeout`` seconds pass; True if it held."""
-        deadline = time.monotonic() + timeout
-        delay = 0.0005
-        while True:
-            if predicate():
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(delay)
-            delay = min(delay * 2, 0.02)
 
 
 @contextmanager

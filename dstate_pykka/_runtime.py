@@ -16,14 +16,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dstate_core._errors import ActorSendError, NodeShutdownError
+from dstate_core._local_groups import LocalGroups
 from dstate_core._runtime import (
     ActorRef,
     ClusterEvent,
     Handler,
     SubscriptionId,
-    check_positive_seconds,
 )
-from dstate_core._scheduler import ScheduledTimer, TimerScheduler
+from dstate_core._scheduler import SchedulerTimers, TimerScheduler
 
 from ._actor import PykkaActorRef, _Cell, _HandlerActor
 from ._network import PykkaNetwork
@@ -83,7 +83,7 @@ class _ClusterEvents:
             self._callbacks.clear()
 
 
-class PykkaRuntime:
+class PykkaRuntime(SchedulerTimers):
     """One node's actor system on Pykka threads, joined to a :class:`PykkaNetwork`.
 
     Args:
@@ -111,7 +111,7 @@ class PykkaRuntime:
         self._lock = threading.RLock()
         self._closed = False
         self._cells: dict[str, _Cell] = {}
-        self._groups: dict[str, list[_Cell]] = {}
+        self._groups: LocalGroups[_Cell] = LocalGroups()
         self._events = _ClusterEvents(self)
         self._scheduler = TimerScheduler(node_id)
         self._network._join(self)
@@ -133,11 +133,6 @@ class PykkaRuntime:
         """True after :meth:`shutdown` (or a simulated crash)."""
         with self._lock:
             return self._closed
-
-    @property
-    def dropped_timer_fires(self) -> int:
-        """Timer fires dropped because their target actor had stopped."""
-        return self._scheduler.dropped_fires
 
     def actor_names(self) -> list[str]:
         """Names of this runtime's running actors."""
@@ -185,54 +180,16 @@ class PykkaRuntime:
         with self._lock:
             if self._cells.get(cell.name) is cell:
                 del self._cells[cell.name]
-            for members in self._groups.values():
-                if cell in members:
-                    members.remove(cell)
-            self._groups = {g: m for g, m in self._groups.items() if m}
+        self._groups.forget(cell)
 
     # -- timers -----------------------------------------------------------------
 
-    def send_after(self, ref: ActorRef, seconds: float, msg: Any) -> ScheduledTimer:
-        """Send ``msg`` to ``ref`` once, after ``seconds``.
-
-        Raises:
-            ValueError: ``seconds`` is not a finite number > 0.
-            TypeError: ``ref`` is not a Pykka ref, or a non-``bytes`` ``msg`` would cross nodes.
-            ActorSendError: the target actor is stopped.
-            NodeShutdownError: the runtime was shut down.
-        """
-        return self._schedule(ref, check_positive_seconds("seconds", seconds), None, msg)
-
-    def send_interval(self, ref: ActorRef, seconds: float, msg: Any) -> ScheduledTimer:
-        """Send ``msg`` to ``ref`` every ``seconds``, first after ``seconds``.
-
-        A fire whose target has stopped is dropped (counted in
-        :attr:`dropped_timer_fires`) and the timer cancelled.
-
-        Raises:
-            ValueError: ``seconds`` is not a finite number > 0.
-            TypeError: ``ref`` is not a Pykka ref, or a non-``bytes`` ``msg`` would cross nodes.
-            ActorSendError: the target actor is stopped.
-            NodeShutdownError: the runtime was shut down.
-        """
-        period = check_positive_seconds("seconds", seconds)
-        return self._schedule(ref, period, period, msg)
-
-    def _schedule(
-        self, ref: ActorRef, delay: float, interval: float | None, msg: Any
-    ) -> ScheduledTimer:
-        self._check_open("set a timer")
+    def _timer_target(
+        self, ref: ActorRef, msg: Any
+    ) -> tuple[Callable[[], bool], Callable[[], None]]:
         target = _pykka_ref(ref)
-        if not target.alive:
-            raise ActorSendError(f"cannot set a timer for {target!r}: the actor is stopped")
         target.check_message(msg)
-
-        def fire() -> None:
-            if not target.alive:
-                raise ActorSendError(f"{target!r} stopped")
-            target.send(msg)
-
-        return self._scheduler.schedule(delay, interval, fire)
+        return (lambda: target.alive), (lambda: target.send(msg))
 
     # -- groups -----------------------------------------------------------------
 
@@ -249,9 +206,7 @@ class PykkaRuntime:
             self._check_open(f"join group {name!r}")
             if cell.stopped.is_set():
                 raise ActorSendError(f"{cell.describe()} is stopped; it cannot join {name!r}")
-            members = self._groups.setdefault(name, [])
-            if cell not in members:
-                members.append(cell)
+            self._groups.join(name, cell)
 
     def leave_group(self, name: str, ref: ActorRef) -> None:
         """Remove a local actor from group ``name``; idempotent (also after shutdown).
@@ -259,13 +214,7 @@ class PykkaRuntime:
         Raises:
             ValueError: ``ref`` is hosted by another runtime.
         """
-        cell = self._local_cell(ref)
-        with self._lock:
-            members = self._groups.get(name)
-            if members is not None and cell in members:
-                members.remove(cell)
-                if not members:
-                    del self._groups[name]
+        self._groups.leave(name, self._local_cell(ref))
 
     def broadcast_group(self, name: str, msg: Any) -> None:
         """Send ``msg`` to every member of ``name`` on other nodes.
@@ -301,8 +250,7 @@ class PykkaRuntime:
         ]
 
     def _local_members(self, name: str) -> list[_Cell]:
-        with self._lock:
-            return sorted(self._groups.get(name, ()), key=lambda cell: cell.name)
+        return self._groups.members(name)
 
     # -- membership -------------------------------------------------------------
 

@@ -13,8 +13,7 @@ that its processes are gone.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -212,19 +211,6 @@ class ThespianCluster(LocalClusterBase):
             runtime.shutdown()
         if self.convention is not None:
             self.convention.close()
-
-    @staticmethod
-    def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-        """Poll ``predicate`` until it holds or ``timeout`` seconds pass; True if it held."""
-        deadline = time.monotonic() + timeout
-        delay = 0.0005
-        while True:
-            if predicate():
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(delay)
-            delay = min(delay * 2, 0.02)
 
 
 @contextmanager

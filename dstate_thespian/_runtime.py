@@ -21,18 +21,19 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from dstate_core._clock import SystemClock
 from dstate_core._errors import ActorSendError, NodeShutdownError
+from dstate_core._local_groups import LocalGroups
 from dstate_core._ratelimit import DropLog
 from dstate_core._runtime import (
     ActorRef,
     Handler,
     check_positive_seconds,
 )
-from dstate_core._scheduler import ScheduledTimer, TimerScheduler
+from dstate_core._scheduler import SchedulerTimers, TimerScheduler
 from dstate_core._threaded import ThreadedActor, ThreadedActorHost
 
 from ._asks import RemoteAsks
@@ -61,7 +62,7 @@ _STOP_WAIT = 1.0
 _ATTACH_TIMEOUT = 30.0
 
 
-class ThespianRuntime:
+class ThespianRuntime(SchedulerTimers):
     """One node's actor runtime on Thespian, joined to a cluster.
 
     Args:
@@ -122,7 +123,7 @@ class ThespianRuntime:
         self._scheduler = TimerScheduler(node_id)
         self._directory = Directory(node_id)
         self._events = ClusterEventsView(self._directory, self._check_open)
-        self._groups: dict[str, list[ThreadedActor]] = {}
+        self._groups: LocalGroups[ThreadedActor] = LocalGroups()
         self._blocked: frozenset[str] = frozenset()
         self._asks = RemoteAsks(node_id, self._post)
         self._attached = threading.Event()
@@ -272,11 +273,6 @@ class ThespianRuntime:
         """:attr:`messages_dropped` by reason (``"not a member"``, ``"no such actor here"``...)."""
         return self._drops.counts()
 
-    @property
-    def dropped_timer_fires(self) -> int:
-        """Timer fires dropped because their target actor had stopped."""
-        return self._scheduler.dropped_fires
-
     def actor_names(self) -> list[str]:
         """Names of this runtime's running actors."""
         return self._actors.names()
@@ -303,55 +299,20 @@ class ThespianRuntime:
         return ThespianActorRef(self, self._node_id, name, actor)
 
     def _stop_actor(self, actor: ThreadedActor) -> None:
-        changed = False
-        with self._lock:
-            for members in self._groups.values():
-                if actor in members:
-                    members.remove(actor)
-                    changed = True
-            self._groups = {g: m for g, m in self._groups.items() if m}
+        changed = self._groups.forget(actor)
         self._actors.stop(actor)
         if changed:
             self._publish_groups(ALL_PEERS)
 
     # -- timers -------------------------------------------------------------------------
 
-    def send_after(self, ref: ActorRef, seconds: float, msg: Any) -> ScheduledTimer:
-        """Send ``msg`` to ``ref`` once, after ``seconds``.
-
-        Raises:
-            ValueError: ``seconds`` is not a finite number > 0.
-            TypeError: ``ref`` is not a Thespian ref, or a non-``bytes`` ``msg`` would cross nodes.
-            ActorSendError: the target actor is stopped.
-            NodeShutdownError: the runtime was shut down.
-        """
-        return self._schedule(ref, check_positive_seconds("seconds", seconds), None, msg)
-
-    def send_interval(self, ref: ActorRef, seconds: float, msg: Any) -> ScheduledTimer:
-        """Send ``msg`` to ``ref`` every ``seconds``, first after ``seconds``.
-
-        A fire whose target has stopped is dropped and the timer cancelled.
-
-        Raises: as :meth:`send_after`.
-        """
-        period = check_positive_seconds("seconds", seconds)
-        return self._schedule(ref, period, period, msg)
-
-    def _schedule(
-        self, ref: ActorRef, delay: float, interval: float | None, msg: Any
-    ) -> ScheduledTimer:
-        self._check_open("set a timer")
+    def _timer_target(
+        self, ref: ActorRef, msg: Any
+    ) -> tuple[Callable[[], bool], Callable[[], None]]:
         target = _thespian_ref(ref)
-        if target.is_local and not target.alive:
-            raise ActorSendError(f"cannot set a timer for {target!r}: the actor is stopped")
         target.check_message(msg)
-
-        def fire() -> None:
-            if target.is_local and not target.alive:
-                raise ActorSendError(f"{target!r} stopped")
-            target.send(msg)
-
-        return self._scheduler.schedule(delay, interval, fire)
+        # A remote target's liveness is unknown here: its node drops what it cannot deliver.
+        return (lambda: not target.is_local or target.alive), (lambda: target.send(msg))
 
     # -- groups -----------------------------------------------------------------------
 
@@ -368,10 +329,8 @@ class ThespianRuntime:
             self._check_open(f"join group {name!r}")
             if not actor.alive:
                 raise ActorSendError(f"{actor.describe()} is stopped; it cannot join {name!r}")
-            members = self._groups.setdefault(name, [])
-            if actor in members:
+            if not self._groups.join(name, actor):
                 return
-            members.append(actor)
         self._publish_groups(ALL_PEERS)
 
     def leave_group(self, name: str, ref: ActorRef) -> None:
@@ -380,16 +339,7 @@ class ThespianRuntime:
         Raises:
             ValueError: ``ref`` is not an actor of this runtime.
         """
-        actor = self._local_actor(ref)
-        with self._lock:
-            members = self._groups.get(name)
-            if members is None or actor not in members:
-                return
-            members.remove(actor)
-            if not members:
-                del self._groups[name]
-            closed = self._closed
-        if not closed:
+        if self._groups.leave(name, self._local_actor(ref)) and not self._closed:
             self._publish_groups(ALL_PEERS)
 
     def broadcast_group(self, name: str, msg: Any) -> None:
@@ -415,8 +365,7 @@ class ThespianRuntime:
             NodeShutdownError: the runtime was shut down.
         """
         self._check_open(f"list group {name!r}")
-        with self._lock:
-            local = sorted(self._groups.get(name, ()), key=lambda a: a.name)
+        local = self._groups.members(name)
         refs = [ThespianActorRef(self, self._node_id, a.name, a) for a in local]
         refs += [
             ThespianActorRef(self, node, actor, None)
@@ -424,13 +373,9 @@ class ThespianRuntime:
         ]
         return sorted(refs, key=lambda ref: (ref.node_id, ref.name))
 
-    def _local_groups(self) -> dict[str, list[str]]:
-        with self._lock:
-            return {group: [a.name for a in members] for group, members in self._groups.items()}
-
     def _publish_groups(self, dst: str) -> None:
         if not self._closed:
-            self._post(dst, Kind.GROUPS, "", encode_groups(self._local_groups()))
+            self._post(dst, Kind.GROUPS, "", encode_groups(self._groups.table()))
 
     # -- membership -------------------------------------------------------------------
 
@@ -498,8 +443,7 @@ class ThespianRuntime:
             self._asks.settle(parcel)
             return
         if kind == Kind.CAST:
-            with self._lock:
-                targets = list(self._groups.get(parcel.name, ()))
+            targets = self._groups.members(parcel.name)
         elif kind in (Kind.SEND, Kind.ASK):
             actor = self._actors.get(parcel.name)
             targets = [] if actor is None else [actor]
