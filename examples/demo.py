@@ -1,11 +1,20 @@
 """`make demo`: a live 3-node cluster replicating each node's load, on real actors.
 
-Three nodes run in this process on the Pykka adapter (threads; everything that
-crosses nodes is encoded bytes). Each publishes a ``NodeResource`` with a
-simulated load and routes work to the least-loaded node from its local views.
-The terminal shows, per node, its view of every node (load, generation,
-staleness), the strategy in use and where it would route. Midway one node is
-partitioned away for a few seconds, then healed. It ends by itself.
+Each node publishes a ``NodeResource`` with a simulated load and routes work
+to the least-loaded node from its local views. The terminal shows, per node,
+its view of every node (load, generation, staleness), the strategy in use and
+where it would route. It ends by itself.
+
+``--adapter pykka`` (the default): three nodes in this process on Pykka
+threads (everything that crosses nodes is encoded bytes). Midway node c is
+partitioned away for a few seconds, then healed.
+
+``--adapter thespian``: three node processes (``python -m dstate_thespian
+node``) driven through their JSON control channels
+(``examples/demo_processes.py``). Midway node c's process is killed
+(``kill -9``), the others see it leave, then it is restarted under the same id
+and rejoins. Each step waits for the one before it, so a slow machine
+stretches the run; ``--duration`` must be at least 8 s.
 
     python -m examples.demo [--duration 20] [--adapter pykka|thespian] [--plain]
 """
@@ -13,11 +22,12 @@ partitioned away for a few seconds, then healed. It ends by itself.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import random
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 from rich.console import Console, Group
@@ -26,7 +36,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dstate_core import ChangeFeedConfig, StateConfig, StateViewObject, SyncStrategy
-from dstate_core._local_cluster import LocalClusterBase
+from dstate_pykka import PykkaCluster, local_cluster
 
 from .node_resource import NodeResource, least_loaded
 
@@ -34,14 +44,126 @@ NODES = ("a", "b", "c")
 STRATEGY = SyncStrategy.feed_with_periodic_sync(1.0)
 STRATEGY_TEXT = "change feed (batch 0.2s) + lazy pull, full sync every 1s, pull on query"
 ROUTE_STALENESS = 1.5
+#: The shortest ``--duration`` with room to kill, restart and rejoin a node process.
+PROCESS_MIN_DURATION = 8.0
+
+
+@dataclass(frozen=True)
+class ViewRow:
+    """One node's view of one owner, as a table shows it (built from either adapter)."""
+
+    cpu_pct: float
+    mem_used_mb: int
+    generation: tuple[int, int]  # (incarnation, age)
+    pending: bool  # a newer generation was announced by the feed and not pulled yet
+    synced_at: float  # the host's time.monotonic() when the view was last confirmed
+
+    @classmethod
+    def from_view(cls, view: StateViewObject[Any]) -> ViewRow:
+        """A row from an in-process view."""
+        return cls(
+            view.value.cpu_pct,
+            view.value.mem_used_mb,
+            (view.generation.incarnation, view.generation.age),
+            view.pending_remote_generation is not None,
+            view.synced_at,
+        )
+
+    @classmethod
+    def from_json(cls, view: Mapping[str, Any]) -> ViewRow:
+        """A row from one view of a node process's ``views``/``query`` reply."""
+        incarnation, age = view["generation"]
+        return cls(
+            float(view["value"]["cpu_pct"]),
+            int(view["value"]["mem_used_mb"]),
+            (int(incarnation), int(age)),
+            view["pending"] is not None,
+            float(view["synced_at"]),
+        )
+
+
+def node_table(
+    node: str, rows: Mapping[str, ViewRow], route: str, now: float, down: str = ""
+) -> Table:
+    """One node's view of the cluster (``down``: why the node has no views now)."""
+    head = f"[red]{down}[/]" if down else f"routes to [bold]{route}[/]"
+    table = Table(title=f"node {node}  ->  {head}", title_justify="left")
+    for column in ("node", "cpu", "memory", "generation", "staleness"):
+        table.add_column(column, justify="right" if column != "node" else "left")
+    for owner in NODES:
+        row = rows.get(owner)
+        if row is None:
+            table.add_row(owner, "-", "-", "-", Text("down" if down else "no view", style="red"))
+            continue
+        age = 0.0 if owner == node else now - row.synced_at
+        style = "green" if age <= ROUTE_STALENESS else "red"
+        table.add_row(
+            owner + (" (self)" if owner == node else ""),
+            f"{row.cpu_pct:5.1f}%",
+            f"{row.mem_used_mb:6d} MB",
+            f"{row.generation[1]}{' *' if row.pending else ''}",
+            Text("local" if owner == node else f"{age:4.1f}s", style=style),
+        )
+    return table
+
+
+def render(
+    title: str, strategy: str, tables: Sequence[Table], phase: str, elapsed: float, duration: float
+) -> Group:
+    """The whole screen: header plus one table per node."""
+    header = Text.assemble(
+        (f"dstate live demo: {title}", "bold"),
+        f"   t={elapsed:4.1f}s / {duration:.0f}s\n",
+        ("strategy: ", "bold"),
+        f"{strategy}\n",
+        ("phase: ", "bold"),
+        phase,
+        "\n(* = change announced by the feed, not pulled yet; red = stale)",
+    )
+    return Group(header, *tables)
+
+
+class Display:
+    """The live screen or, with ``plain``, a printed screen per phase and per quarter run."""
+
+    def __init__(self, console: Console, plain: bool, duration: float) -> None:
+        self.console = console
+        self._live = None if plain else Live(console=console, refresh_per_second=4)
+        self._every = duration / 4
+        self._next = 0.0
+        self._phase = ""
+
+    def show(self, screen: Group, phase: str, elapsed: float) -> None:
+        """Update the live screen, or print ``screen`` if the phase changed or it is time."""
+        if self._live is not None:
+            self._live.update(screen)
+        elif elapsed >= self._next or phase != self._phase:
+            self.console.print(screen)
+            self._phase, self._next = phase, elapsed + self._every
+
+    def __enter__(self) -> Display:
+        if self._live is not None:
+            self._live.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._live is not None:
+            self._live.stop()
 
 
 class LoadSimulator(threading.Thread):
-    """Moves one node's load around at random and publishes it."""
+    """Moves one node's load around at random and hands it to ``publish(cpu_pct, mem_mb)``.
 
-    def __init__(self, shard: Any, seed: int, stop: threading.Event) -> None:
+    Concurrency: its own thread; ``publish`` raising ends it (the node is going away).
+    """
+
+    def __init__(
+        self, publish: Callable[[float, int], object], seed: int, stop: threading.Event
+    ) -> None:
         super().__init__(name=f"load-{seed}", daemon=True)
-        self._shard = shard
+        self._publish = publish
         self._rng = random.Random(seed)
         self._halt = stop
         self.cpu = self._rng.uniform(20, 80)
@@ -54,110 +176,59 @@ class LoadSimulator(threading.Thread):
             if rng.random() < 0.05:
                 self.mem = rng.randrange(500, 16000)  # a big jump: pushed immediately
             try:
-                self._shard.mutate_with_delta(NodeResource.set_load(round(self.cpu, 1), self.mem))
-            except Exception:  # the node is shutting down
+                self._publish(round(self.cpu, 1), self.mem)
+            except Exception:
                 return
 
 
-def node_table(node: str, views: Mapping[str, StateViewObject[Any]], route: str) -> Table:
-    """One node's view of the cluster."""
-    now = time.monotonic()
-    table = Table(title=f"node {node}  ->  routes to [bold]{route}[/]", title_justify="left")
-    for column in ("node", "cpu", "memory", "generation", "staleness"):
-        table.add_column(column, justify="right" if column != "node" else "left")
-    for owner in NODES:
-        view = views.get(owner)
-        if view is None:
-            table.add_row(owner, "-", "-", "-", Text("no view", style="red"))
-            continue
-        age = 0.0 if owner == node else now - view.synced_at
-        style = "green" if age <= ROUTE_STALENESS else "red"
-        mark = " *" if view.pending_remote_generation else ""
-        table.add_row(
-            owner + (" (self)" if owner == node else ""),
-            f"{view.value.cpu_pct:5.1f}%",
-            f"{view.value.mem_used_mb:6d} MB",
-            f"{view.generation.age}{mark}",
-            Text("local" if owner == node else f"{age:4.1f}s", style=style),
-        )
-    return table
-
-
-def render(cluster: LocalClusterBase, phase: str, elapsed: float, duration: float) -> Group:
-    """The whole screen: header plus one table per node."""
+def pykka_tables(cluster: PykkaCluster) -> list[Table]:
+    """Each node's table; its route is ``least_loaded`` over the same views."""
     tables = []
     for node in cluster.node_ids:
         shard = cluster.node(node).lookup(NodeResource.NAME)
-        route = shard.query(least_loaded, max_staleness=ROUTE_STALENESS, on_stale="return")
-        tables.append(node_table(node, shard.snapshot(), route))
-    header = Text.assemble(
-        ("dstate live demo", "bold"),
-        f"   t={elapsed:4.1f}s / {duration:.0f}s   strategy: {STRATEGY_TEXT}\n",
-        ("phase: ", "bold"),
-        phase,
-        "   (* = change announced by the feed, not pulled yet; red = stale)",
-    )
-    return Group(header, *tables)
+        route, rows = shard.query(
+            lambda views: (least_loaded(views), {o: ViewRow.from_view(views[o]) for o in views}),
+            max_staleness=ROUTE_STALENESS,
+            on_stale="return",
+        )
+        tables.append(node_table(node, rows, route, time.monotonic()))
+    return tables
 
 
-@contextlib.contextmanager
-def open_cluster(adapter: str) -> Iterator[LocalClusterBase]:
-    """A 3-node cluster on the chosen adapter."""
-    options: dict[str, Any] = {
-        "change_feed": ChangeFeedConfig(batch_interval=0.2),
-        "failure_timeout": 2.0,
-    }
-    if adapter == "pykka":
-        from dstate_pykka import local_cluster
-    else:
-        from dstate_thespian import local_cluster  # type: ignore[attr-defined]
-    with local_cluster(list(NODES), **options) as cluster:
-        yield cluster
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="dstate live demo")
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds to run")
-    parser.add_argument("--adapter", choices=("pykka", "thespian"), default="pykka")
-    parser.add_argument("--plain", action="store_true", help="print snapshots, no live screen")
-    parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args(argv)
-    if args.duration <= 0:
-        parser.error("--duration must be > 0 seconds")
-    console = Console()
+def run_pykka(args: argparse.Namespace, console: Console) -> int:
+    """Three Pykka nodes in this process; c is partitioned away, then healed."""
     partition_at, heal_at = args.duration * 0.35, args.duration * 0.6
     stop = threading.Event()
     config = StateConfig(sync_strategy=STRATEGY, pull_timeout=0.3, default_staleness=2.0)
-    with open_cluster(args.adapter) as cluster:
+    options = {"change_feed": ChangeFeedConfig(batch_interval=0.2), "failure_timeout": 2.0}
+    title = "3 Pykka nodes in this process"
+    with local_cluster(list(NODES), **options) as cluster:
         shards = {node: cluster.node(node).register(NodeResource, config) for node in NODES}
-        loads = [LoadSimulator(shards[n], args.seed * 10 + i, stop) for i, n in enumerate(NODES)]
+
+        def publisher(node: str) -> Callable[[float, int], object]:
+            return lambda cpu, mem: shards[node].mutate_with_delta(NodeResource.set_load(cpu, mem))
+
+        loads = [LoadSimulator(publisher(n), args.seed * 10 + i, stop) for i, n in enumerate(NODES)]
         for simulator in loads:
             simulator.start()
         start = time.monotonic()
         phase = "all nodes connected"
         partitioned = healed = False
-        live = None if args.plain else Live(console=console, refresh_per_second=4)
         try:
-            if live is not None:
-                live.start()
-            next_plain, printed_phase = 0.0, ""
-            while (elapsed := time.monotonic() - start) < args.duration:
-                if not partitioned and elapsed >= partition_at:
-                    cluster.partition(["c"], ["a", "b"])  # type: ignore[attr-defined]
-                    partitioned, phase = True, "c is partitioned away: its views go stale"
-                if partitioned and not healed and elapsed >= heal_at:
-                    cluster.heal()  # type: ignore[attr-defined]
-                    healed, phase = True, "healed: the next full sync converges everyone"
-                screen = render(cluster, phase, elapsed, args.duration)
-                if live is not None:
-                    live.update(screen)
-                elif elapsed >= next_plain or phase != printed_phase:
-                    console.print(screen)
-                    printed_phase, next_plain = phase, elapsed + args.duration / 4
-                time.sleep(0.25)
+            with Display(console, args.plain, args.duration) as display:
+                while (elapsed := time.monotonic() - start) < args.duration:
+                    if not partitioned and elapsed >= partition_at:
+                        cluster.partition(["c"], ["a", "b"])
+                        partitioned, phase = True, "c is partitioned away: its views go stale"
+                    if partitioned and not healed and elapsed >= heal_at:
+                        cluster.heal()
+                        healed, phase = True, "healed: the next full sync converges everyone"
+                    screen = render(
+                        title, STRATEGY_TEXT, pykka_tables(cluster), phase, elapsed, args.duration
+                    )
+                    display.show(screen, phase, elapsed)
+                    time.sleep(0.25)
         finally:
-            if live is not None:
-                live.stop()
             stop.set()
             for simulator in loads:
                 simulator.join(timeout=2.0)
@@ -168,9 +239,53 @@ def main(argv: list[str] | None = None) -> int:
         deadline = time.monotonic() + 5.0  # let the last full sync land after the heal
         while set(health().values()) != {"HEALTHY"} and time.monotonic() < deadline:
             time.sleep(0.05)
-        console.print(render(cluster, "finished", args.duration, args.duration))
+        final = pykka_tables(cluster)
+        console.print(render(title, STRATEGY_TEXT, final, "finished", args.duration, args.duration))
         console.print(f"health: {health()}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo; returns the exit status (0 when every step happened)."""
+    parser = argparse.ArgumentParser(
+        description="dstate live demo: 3 nodes share their load; one is cut off, then recovers.",
+        epilog=f"With --adapter thespian each node is its own process; node c is killed "
+        f"(kill -9) and restarted, and --duration must be >= {PROCESS_MIN_DURATION:g} s.",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=20.0,
+        help=f"seconds to run (default 20; >= {PROCESS_MIN_DURATION:g} with --adapter thespian)",
+    )
+    parser.add_argument(
+        "--adapter",
+        choices=("pykka", "thespian"),
+        default="pykka",
+        help="pykka: 3 nodes in this process, c partitioned and healed (default); "
+        "thespian: 3 node processes, c killed and restarted",
+    )
+    parser.add_argument("--plain", action="store_true", help="print snapshots, no live screen")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    if not args.duration > 0:
+        parser.error("--duration must be > 0 seconds")
+    if args.adapter == "thespian" and args.duration < PROCESS_MIN_DURATION:
+        parser.error(
+            f"--duration must be >= {PROCESS_MIN_DURATION:g} seconds with --adapter thespian "
+            f"(node c's process is killed, seen leaving, restarted and rejoins), "
+            f"got {args.duration:g}"
+        )
+    console = Console()
+    try:
+        if args.adapter == "pykka":
+            return run_pykka(args, console)
+        from .demo_processes import run_processes
+
+        return run_processes(args, console)
+    except KeyboardInterrupt:
+        console.print("interrupted: every node was stopped")
+        return 130
 
 
 if __name__ == "__main__":

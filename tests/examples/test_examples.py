@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,6 +53,56 @@ def test_live_demo_runs_partitions_heals_and_exits_zero(capsys: pytest.CaptureFi
     assert "c is partitioned away" in out
     assert "healed" in out
     assert "health: {'a': 'HEALTHY', 'b': 'HEALTHY', 'c': 'HEALTHY'}" in out
+
+
+def test_live_demo_on_node_processes_kills_restarts_c_and_leaves_nothing(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dstate_thespian import NodeHandle
+    from dstate_thespian._procs import pid_alive
+    from examples import demo
+
+    started: list[NodeHandle] = []
+    original = NodeHandle.start
+
+    def start(*args: Any, **kwargs: Any) -> NodeHandle:
+        handle = original(*args, **kwargs)
+        started.append(handle)
+        return handle
+
+    monkeypatch.setattr(NodeHandle, "start", start)
+    try:
+        status = demo.main(["--adapter", "thespian", "--duration", "8", "--plain"])
+    finally:
+        for handle in started:
+            handle.close()
+    out = " ".join(capsys.readouterr().out.split())  # undo rich's line wrapping
+    assert status == 0, out[-3000:]
+    assert [h.node_id for h in started] == ["a", "b", "c", "c"]
+    assert f"c killed (kill -9 of pid {started[2].pid})" in out
+    assert re.search(r"a and b saw c leave \d+\.\d+s after the kill", out), out[-3000:]
+    assert f"c restarted (pid {started[3].pid}, same id and port)" in out
+    assert "c rejoined: a and b saw it join" in out
+    assert re.search(r"converged: every node holds a at age \d+, b at age \d+, c at age \d+", out)
+    assert "health: {'a': 'HEALTHY', 'b': 'HEALTHY', 'c': 'HEALTHY'}" in out
+    assert "stopped every node process: none left (exit statuses {'a': 0, 'b': 0, 'c': 0})" in out
+    assert "FAILED" not in out
+    for handle in started:
+        assert handle.proc.returncode is not None
+        assert not [pid for pid in [handle.pid, *handle.pids] if pid_alive(pid)], handle
+        assert handle.leftovers() == [], handle
+
+
+def test_live_demo_on_node_processes_refuses_a_too_short_duration(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from examples import demo
+
+    with pytest.raises(SystemExit) as exited:
+        demo.main(["--adapter", "thespian", "--duration", "5"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "--duration must be >= 8 seconds with --adapter thespian" in err
 
 
 def test_pykka_quick_start_prints_the_same_result(capsys: pytest.CaptureFixture[str]) -> None:
