@@ -47,6 +47,7 @@ from ._events import (
     TimerFired,
 )
 from ._generation import Generation, IncarnationSource, StateObject, StateViewObject
+from ._membership import Membership
 from ._messages import DeltaUpdate, FullSnapshot, RequestSnapshot, SnapshotReply
 from ._mutation import prepare_mutation, project_view
 from ._payloads import PayloadDecoder, Unreadable
@@ -112,8 +113,7 @@ class ShardEngine(Generic[S]):
         self._publisher = Publisher(
             state_type, config.sync_strategy, node_id, codec, self._metrics, clock
         )
-        self._peers: set[str] = set()
-        self._departed: dict[str, Generation] = {}
+        self._peers = Membership()
         self._status: dict[str, PeerState] = {}
         #: Failed join probes per peer without a view, for the retry backoff.
         self._probe_failures: dict[str, int] = {}
@@ -145,7 +145,7 @@ class ShardEngine(Generic[S]):
     @property
     def peers(self) -> frozenset[str]:
         """The cluster members this shard currently replicates with."""
-        return frozenset(self._peers)
+        return self._peers.members()
 
     def start(self) -> list[Action]:
         """Actions to run once the shell is ready (the periodic sync timer)."""
@@ -262,15 +262,11 @@ class ShardEngine(Generic[S]):
             return True
         if source == self.node_id:
             self._drop("own_node", source, "a message claiming to come from this node")
-        elif source in self._departed:
+        elif self._peers.departed(source):
             self._metrics.stale_deltas_discarded += 1
         else:
             self._drop("unknown_node", source, "the sender is not a known cluster member")
         return False
-
-    def _add_peer(self, node: str) -> None:
-        self._peers.add(node)
-        self._publisher.set_peer_count(len(self._peers))
 
     def _peer(self, node: str) -> PeerState:
         status = self._status.get(node)
@@ -303,7 +299,8 @@ class ShardEngine(Generic[S]):
         status.saw(snap.generation)
         now = self._clock.now()
         current = self._views.get(source)
-        verdict = judge(Kind.SNAPSHOT, snap.generation, current.generation if current else None)
+        local = current.generation if current else None
+        verdict = judge(Kind.SNAPSHOT, snap.generation, local, self._peers.floor(source))
         actions: list[Action] = []
         failure: str | None = None
         recorded = False
@@ -346,7 +343,8 @@ class ShardEngine(Generic[S]):
         status = self._peer(source)
         status.saw(update.generation)
         current = self._views.get(source)
-        verdict = judge(Kind.DELTA, update.generation, current.generation if current else None)
+        local = current.generation if current else None
+        verdict = judge(Kind.DELTA, update.generation, local, self._peers.floor(source))
         if verdict is Verdict.GAP and self._delta_type is not None:
             self._metrics.age_gaps_detected += 1
             status.gap_count += 1
@@ -405,12 +403,13 @@ class ShardEngine(Generic[S]):
         if dropping:
             old = self._views.remove(source)
             if old is not None:
+                self._peers.view_dropped(source, old.generation)
                 actions.append(NotifyView(source, old, None))
         return reason
 
     def _on_request(self, request: RequestSnapshot) -> list[Action]:
         source = request.source_node
-        if source not in self._peers and source not in self._departed:
+        if source not in self._peers and not self._peers.departed(source):
             self._drop("unknown_node", source, "a snapshot request from a non-member")
             return []
         return self._send_own(
@@ -440,6 +439,10 @@ class ShardEngine(Generic[S]):
         self._peer(source).saw(generation)
         current = self._views.get(source)
         if current is None:
+            floor = self._peers.floor(source)
+            if floor is not None and generation < floor:
+                self._metrics.stale_deltas_discarded += 1
+                return []
             return self._pulls.ensure(source, probe=False)
         pending = current.pending_remote_generation
         if generation <= current.generation or (pending is not None and generation <= pending):
@@ -452,22 +455,21 @@ class ShardEngine(Generic[S]):
     def _on_joined(self, node: str) -> list[Action]:
         if node == self.node_id:
             return []
-        self._departed.pop(node, None)
-        self._add_peer(node)
+        self._peers.join(node)
+        self._publisher.set_peer_count(len(self._peers))
         actions = self._send_own(lambda view: self._publisher.snapshot_to(node, self.own, view))
         if node not in self._views:
             actions.extend(self._pulls.ensure(node, probe=True))
         return actions
 
     def _on_left(self, node: str) -> list[Action]:
-        if node not in self._peers:
+        view, status = self._views.get(node), self._status.get(node)
+        seen = status.remote_generation if status else None
+        if not self._peers.leave(node, view.generation if view else None, seen):
             return []
-        self._peers.discard(node)
         self._publisher.set_peer_count(len(self._peers))
         old = self._views.remove(node)
-        status = self._status.pop(node, None)
-        seen = [g for g in (old and old.generation, status and status.remote_generation) if g]
-        self._departed[node] = max(seen, default=Generation(0, 0))
+        self._status.pop(node, None)
         log.info("state %r: peer %r left; its view is removed", self.name, node)
         actions = self._pulls.forget(node)
         if self._probe_failures.pop(node, None) is not None:

@@ -76,7 +76,9 @@ RULES: tuple[tuple[str, _Condition, Verdict], ...] = (
 )
 
 
-def judge(kind: Kind, incoming: Generation, local: Generation | None) -> Verdict:
+def judge(
+    kind: Kind, incoming: Generation, local: Generation | None, floor: Generation | None = None
+) -> Verdict:
     """Decide what to do with an update of ``incoming`` generation.
 
     Args:
@@ -84,8 +86,18 @@ def judge(kind: Kind, incoming: Generation, local: Generation | None) -> Verdict
         incoming: the update's generation.
         local: the generation of the view held, or ``None`` when there is none
             (a snapshot is then taken, a delta is a gap).
+        floor: with no view held, the newest generation this replica held of the
+            peer before its view was removed (it left, or its view was dropped
+            for an unreadable version). An update older than that is a late
+            message of a past lifetime or age, discarded, and so is a delta at
+            ``floor``; a snapshot at ``floor`` or newer is taken (a persisted
+            node resumes at the generation it left with).
     """
     if local is None:
+        if floor is not None and (incoming < floor or (kind is Kind.DELTA and incoming == floor)):
+            if incoming.incarnation < floor.incarnation:
+                return Verdict.DISCARD_OLDER_LIFETIME
+            return Verdict.DISCARD_STALE
         return Verdict.REPLACE if kind is Kind.SNAPSHOT else Verdict.GAP
     for _, condition, verdict in RULES:
         if condition(kind, incoming, local):

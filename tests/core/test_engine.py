@@ -1265,6 +1265,22 @@ class TestVersionMismatch:
         assert net.nodes["b"].notified[-1] == NotifyView("a", None, back)
         assert row(net.engine("b"), "a").consecutive_failures == 0
 
+    def test_drop_and_wait_then_an_older_readable_update_is_discarded(self) -> None:
+        net = self.setup_net(VersionMismatchPolicy.DROP_AND_WAIT)
+        old = peer_view(net, "b", "a")
+        newer = old.generation.next()
+        net.deliver("b", snapshot_frame(net, "a", newer, pack({"count": 4}), wire_version=2))
+        assert peer_view(net, "b", "a") is None
+        b = net.engine("b")
+        base = b.metrics().stale_deltas_discarded
+        older = Generation(old.generation.incarnation, old.generation.age - 1)
+        net.deliver("b", snapshot_frame(net, "a", older, TestState(value=1).serialize_state()))
+        assert peer_view(net, "b", "a") is None
+        assert b.metrics().stale_deltas_discarded == base + 1
+        net.deliver("b", snapshot_frame(net, "a", old.generation, old.value.serialize_state()))
+        back = peer_view(net, "b", "a")
+        assert back is not None and back.generation == old.generation
+
     def test_drop_and_wait_on_an_unreadable_delta(self) -> None:
         config = StateConfig(version_mismatch_policy=VersionMismatchPolicy.DROP_AND_WAIT)
         net = EngineNet(TestDeltaState, ["a", "b"], config)
@@ -1456,6 +1472,59 @@ class TestMembership:
         assert "b" not in a.published.views
         assert a.metrics().stale_deltas_discarded == base + 3
         assert not net.queue  # and no pull was started for it
+
+    @pytest.mark.parametrize("state_type", [TestState, TestDeltaState])
+    def test_a_late_message_after_a_rejoin_never_moves_the_view_back(
+        self, state_type: type
+    ) -> None:
+        """Rejoined but no view yet: an update older than the last view held is a late
+        message of the past and is discarded; the owner resuming at that very
+        generation (persisted) is taken."""
+        delta = state_type is TestDeltaState
+        net = EngineNet(state_type, ["a", "b"])
+        net.run()
+        change = TestDeltaState.bump("x", 1) if delta else TestState.increment(1)
+        mark = len(net.log)
+        net.mutate("a", change, with_delta=delta)
+        net.mutate("a", change, with_delta=delta)
+        net.run()
+        late = frames_since(net, mark, "a", "b")[0]  # age 1; b holds age 2
+        held = peer_view(net, "b", "a").generation
+        assert held.age == 2
+        net.leave("a")
+        b = net.engine("b")
+        b.handle(PeerJoined("a"))  # back, but its join snapshot is still on the way
+        base = b.metrics().stale_deltas_discarded
+        net.deliver("b", late)
+        payload = (
+            TestDeltaState.serialize_view(TestDeltaView(total=99))
+            if delta
+            else TestState(value=99).serialize_state()
+        )
+        older_lifetime = Generation(held.incarnation - 1, held.age + 5)
+        net.deliver("b", snapshot_frame(net, "a", older_lifetime, payload))
+        net.deliver("b", snapshot_frame(net, "a", Generation(held.incarnation, 1), payload))
+        assert peer_view(net, "b", "a") is None
+        assert b.metrics().stale_deltas_discarded == base + 3
+        assert not net.queue  # and none of them started a pull
+        net.deliver("b", snapshot_frame(net, "a", held, payload))  # resumed where it left
+        view = peer_view(net, "b", "a")
+        assert view is not None and view.generation == held
+
+    def test_an_announcement_older_than_the_last_view_held_starts_no_pull(self) -> None:
+        net = EngineNet(TestState, ["a", "b"])
+        net.run()
+        net.mutate("a", TestState.increment(1))
+        net.run()
+        held = peer_view(net, "b", "a").generation
+        net.leave("a")
+        b = net.engine("b")
+        b.handle(PeerJoined("a"))
+        old = Generation(held.incarnation, held.age - 1)
+        name = TestState.NAME
+        assert b.handle(ChangeAnnounced(ChangeNotification(name, "a", old))) == []
+        pull = b.handle(ChangeAnnounced(ChangeNotification(name, "a", held)))
+        assert [x for x in pull if isinstance(x, SendTo)]
 
     @pytest.mark.parametrize("state_type", [TestState, TestDeltaState])
     def test_late_node_left_is_healed_by_the_next_peer_joined(self, state_type: type) -> None:
@@ -1985,8 +2054,8 @@ class TestCoalescedQueriesKeepTheirOwnBound:
         net.run()
         net.advance(5.0)  # every view is now 5 s old
         # b's replies are lost; its pushes still arrive.
-        net.link_filter = lambda src, dst, data: not (
-            src == "b" and isinstance(WireCodec().decode(data), SnapshotReply)
+        net.link_filter = lambda src, dst, data: (
+            not (src == "b" and isinstance(WireCodec().decode(data), SnapshotReply))
         )
         at_once = net.query("a", 1, 10.0)  # 5 s old views are fresh enough: no pull
         assert at_once is not None

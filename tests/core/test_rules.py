@@ -75,6 +75,21 @@ class TestTableRows:
     def test_no_local_view(self, kind: Kind, incoming: Generation, expected: Verdict) -> None:
         assert judge(kind, incoming, None) is expected
 
+    @pytest.mark.parametrize(
+        ("kind", "incoming", "expected"),
+        [
+            (SNAP, G(99, 9), Verdict.DISCARD_OLDER_LIFETIME),
+            (DELTA, G(99, 9), Verdict.DISCARD_OLDER_LIFETIME),
+            (SNAP, G(100, 4), Verdict.DISCARD_STALE),
+            (DELTA, G(100, 5), Verdict.DISCARD_STALE),
+            (SNAP, G(100, 5), Verdict.REPLACE),  # resumed where it left (persisted)
+            (SNAP, G(101, 0), Verdict.REPLACE),
+            (DELTA, G(100, 6), Verdict.GAP),  # no view to apply it to
+        ],
+    )
+    def test_no_view_but_a_floor(self, kind: Kind, incoming: Generation, expected: Verdict) -> None:
+        assert judge(kind, incoming, None, LOCAL) is expected
+
     def test_every_verdict_is_reachable(self) -> None:
         reached = {
             judge(kind, G(inc, age), LOCAL)
