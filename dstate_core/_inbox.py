@@ -3,7 +3,9 @@
 Every byte from the network passes through :class:`InboundRouter`. Garbage of
 any kind (malformed, oversized, unknown type or protocol version, failed
 authentication, a state not registered here) is dropped, counted by reason and
-logged at most once per sender and reason per minute; it never raises.
+logged at most once per sender and reason per minute; it never raises. A frame
+that fails to decode names its sender only if it parses far enough to claim
+one, and the log says that claim is unverified.
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ class InboundRouter:
         try:
             message = self._codec.decode(data)  # type: ignore[arg-type]
         except WireDecodeError as exc:
-            self._drop(exc.reason.value, "an unidentified sender", exc.detail)
+            claimed = exc.claimed_source
+            sender = "an unidentified sender" if claimed is None else f"{claimed!r} (unverified)"
+            self._drop(exc.reason.value, sender, exc.detail)
             return []
         if isinstance(message, BatchedChangeFeed):
             routed: list[Routed] = []

@@ -8,7 +8,10 @@ from typing import Any
 
 from ._clock import Clock
 
-__all__ = ["DropLog", "RateLimitedLog"]
+__all__ = ["MAX_KEYS", "DropLog", "RateLimitedLog"]
+
+#: Keys remembered at most; past it, expired keys (or, if none, all) are forgotten.
+MAX_KEYS = 1024
 
 
 class RateLimitedLog:
@@ -32,6 +35,8 @@ class RateLimitedLog:
         if last is not None and now - last < self._period:
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
             return False
+        if len(self._last) >= MAX_KEYS:
+            self._forget_before(now - self._period)
         self._last[key] = now
         skipped = self._suppressed.pop(key, 0)
         if skipped:
@@ -43,6 +48,13 @@ class RateLimitedLog:
     def warning(self, key: tuple[str, ...], msg: str, *args: Any) -> bool:
         """Shorthand for :meth:`log` at WARNING."""
         return self.log(logging.WARNING, key, msg, *args)
+
+    def _forget_before(self, cutoff: float) -> None:
+        # Keys come from peer input (sender names): never let them grow without bound.
+        # A key whose period is over logs again anyway; its suppressed count is lost.
+        for key in [k for k, t in self._last.items() if t <= cutoff] or list(self._last):
+            del self._last[key]
+            self._suppressed.pop(key, None)
 
 
 class DropLog:

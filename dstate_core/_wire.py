@@ -129,15 +129,20 @@ class WireDecodeError(DStateError):
     Attributes:
         reason: the class of failure, for metrics.
         detail: what exactly was wrong, for the log.
+        claimed_source: the ``source_node`` the frame names, if it parsed far
+            enough to name one; unverified, for the log only.
     """
 
-    def __init__(self, reason: DecodeReason, detail: str) -> None:
+    def __init__(
+        self, reason: DecodeReason, detail: str, claimed_source: str | None = None
+    ) -> None:
         super().__init__(f"rejected wire message ({reason.value}): {detail}")
         self.reason = reason
         self.detail = detail
+        self.claimed_source = claimed_source
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.reason, self.detail))
+        return (type(self), (self.reason, self.detail, self.claimed_source))
 
 
 def _describe(value: object) -> str:
@@ -410,6 +415,34 @@ def _payload_size(msg: object) -> int:
     return len(payload) if isinstance(payload, bytes | bytearray) else 0
 
 
+def _claimed_source(data: object, tagged: bool) -> str | None:
+    """The ``source_node`` a rejected frame names, if it names one (for the log only).
+
+    With a secret the frame is tried without its tag, then whole (a sender without it).
+    """
+    try:
+        whole = memoryview(data)  # type: ignore[arg-type]
+    except Exception:  # not bytes-like, or a released memoryview
+        return None
+    for body in (whole[:-_TAG_BYTES], whole) if tagged else (whole,):
+        try:
+            obj = msgpack.unpackb(
+                body,
+                raw=False,
+                max_str_len=_MAX_STR_BYTES,
+                max_bin_len=body.nbytes,
+                max_array_len=body.nbytes,
+                max_map_len=_MAX_MAP_LEN,
+                max_ext_len=0,
+            )
+        except Exception:
+            continue
+        claimed = obj.get("n") if type(obj) is dict else None
+        if type(claimed) is str and 0 < len(claimed) <= MAX_NAME_LENGTH:
+            return claimed
+    return None
+
+
 class WireCodec:
     """Turns messages into frames and frames back into messages (SPEC §9).
 
@@ -511,11 +544,15 @@ class WireCodec:
         """
         try:
             return self._decode(data)
-        except WireDecodeError:
+        except WireDecodeError as exc:
+            if exc.reason is not DecodeReason.OVERSIZED:
+                exc.claimed_source = _claimed_source(data, self._secret is not None)
             raise
         except Exception as exc:  # defensive: peer input must never raise anything else
             raise WireDecodeError(
-                DecodeReason.MALFORMED, f"{type(exc).__name__}: {exc}"[:_DETAIL_CHARS]
+                DecodeReason.MALFORMED,
+                f"{type(exc).__name__}: {exc}"[:_DETAIL_CHARS],
+                _claimed_source(data, self._secret is not None),
             ) from exc
 
     def _decode(self, data: object) -> Message:

@@ -111,6 +111,44 @@ class TestGarbage:
         assert len(logged) == 1
         assert "malformed" in logged[0].getMessage()
 
+    def test_drops_name_the_sender_the_frame_claims_and_are_limited_per_sender(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        router = make_router(secret=b"k" * 16)
+        from_b = WireCodec().encode(SNAP)  # b has no secret
+        from_c = WireCodec(b"wrong").encode(FullSnapshot("s", "c", G, 1, b"\x80", 0, 0))
+        with caplog.at_level(logging.WARNING, "dstate.wire"):
+            for _ in range(3):
+                router.route(from_b, {"s"})
+                router.route(from_c, {"s"})
+                router.route(b"\xc1", {"s"})
+        assert router.drops == {"unauthenticated": 9}
+        logged = [r.getMessage() for r in caplog.records if r.name == "dstate.wire"]
+        assert len(logged) == 3, logged
+        assert any("from 'b' (unverified) (unauthenticated)" in m for m in logged), logged
+        assert any("from 'c' (unverified) (unauthenticated)" in m for m in logged), logged
+        assert any("from an unidentified sender (unauthenticated)" in m for m in logged), logged
+
+    @pytest.mark.parametrize(
+        ("data", "claimed"),
+        [
+            (msgpack.packb({"v": 99, "t": "full", "n": "b"}), "b"),
+            (msgpack.packb({"v": 1, "t": "gossip", "n": "b"}), "b"),
+            (msgpack.packb({"v": 1, "t": "full", "n": "b"}), "b"),  # fields missing
+            (msgpack.packb({"v": 1, "t": "full", "n": 7}), None),
+            (msgpack.packb({"v": 1, "t": "full", "n": "x" * 300}), None),
+            (WireCodec().encode(SNAP)[:-3], None),
+        ],
+    )
+    def test_the_claimed_sender_is_read_from_what_parses(
+        self, data: bytes, claimed: str | None, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        with caplog.at_level(logging.WARNING, "dstate.wire"):
+            make_router().route(data, {"s"})
+        [message] = [r.getMessage() for r in caplog.records if r.name == "dstate.wire"]
+        expected = "an unidentified sender" if claimed is None else f"{claimed!r} (unverified)"
+        assert f"from {expected} (" in message, message
+
     def test_unsigned_and_forged_frames_are_unauthenticated(self) -> None:
         router = make_router(secret=b"k" * 16)
         unsigned = WireCodec().encode(SNAP)

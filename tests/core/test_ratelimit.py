@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from dstate_core._ratelimit import RateLimitedLog
+from dstate_core._ratelimit import MAX_KEYS, RateLimitedLog
 from dstate_core.testing import TestClock
 
 LOGGER = "dstate.test.ratelimit"
@@ -95,3 +95,29 @@ class TestRateLimitedLog:
         assert not short.warning(("k",), "m")
         clock.advance(1.0)
         assert short.warning(("k",), "m")
+
+
+def test_keys_from_peer_input_never_grow_without_bound(
+    limited: RateLimitedLog, clock: TestClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, LOGGER)
+    for i in range(3 * MAX_KEYS):  # a sender rotating its claimed name
+        assert limited.warning(("bad", f"n{i}"), "junk from %s", i)
+    assert len(limited._last) <= MAX_KEYS
+    assert len(records(caplog)) == 3 * MAX_KEYS
+    clock.advance(61.0)
+    limited.warning(("bad", "fresh"), "junk")
+    assert len(limited._last) <= MAX_KEYS
+
+
+def test_forgetting_keeps_keys_still_within_their_period(
+    limited: RateLimitedLog, clock: TestClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, LOGGER)
+    for i in range(MAX_KEYS - 1):
+        limited.warning(("old", str(i)), "junk")
+    clock.advance(61.0)
+    limited.warning(("recent", "r"), "junk")  # now at the bound: the next key prunes
+    limited.warning(("new", "n"), "junk")
+    assert set(limited._last) == {("recent", "r"), ("new", "n")}
+    assert not limited.warning(("recent", "r"), "junk")  # still suppressed
