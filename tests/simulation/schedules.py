@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from dstate_core import Generation, StalePeerError, StateConfig, SyncStrategy
 from dstate_core._engine import PROBE_BACKOFF_CAP
@@ -85,7 +85,7 @@ class Schedule:
     def shard(self, node: str) -> Any:
         return self.cluster.node(node).lookup(self.state_type.NAME)
 
-    def fail(self, what: str) -> None:
+    def fail(self, what: str) -> NoReturn:
         tail = "\n  ".join(self.log[-25:])
         raise InvariantViolation(
             f"seed {self.seed} ({self.state_type.__name__}, {self.strategy_name}, "
@@ -252,6 +252,15 @@ class Schedule:
                     )
 
     def run(self) -> None:
+        """Run the schedule; any failure (an invariant or an error) names the seed."""
+        try:
+            self._run()
+        except InvariantViolation:
+            raise
+        except Exception as exc:
+            self.fail(f"{type(exc).__name__}: {exc}")
+
+    def _run(self) -> None:
         with DeterministicCluster(
             self.node_ids, seed=self.seed, failure_timeout=FAILURE_TIMEOUT
         ) as cluster:

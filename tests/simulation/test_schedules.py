@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from .schedules import Schedule
+from .schedules import InvariantViolation, Schedule
 
 SOAK = os.environ.get("DSTATE_SOAK") == "1"
 DEFAULT_SCHEDULES = 200
@@ -28,3 +28,15 @@ def test_replay() -> None:
     """
     seed = int(os.environ.get("DSTATE_SEED", "0"))
     Schedule(seed, steps=40 if "DSTATE_SEED" in os.environ else 400).run()
+
+
+def test_any_failure_names_its_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not only invariant violations: an error inside a step prints the replay line too."""
+
+    def broken_step(self: Schedule) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Schedule, "step", broken_step)
+    with pytest.raises(InvariantViolation, match=r"seed 7 .*RuntimeError: boom") as failed:
+        Schedule(7).run()
+    assert "replay: DSTATE_SEED=7 pytest tests/simulation -k replay" in str(failed.value)
