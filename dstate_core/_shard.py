@@ -197,6 +197,8 @@ class Shard(Generic[S]):
         Raises:
             ValueError: a negative or NaN ``max_staleness``, or a bad ``on_stale``.
             StalePeerError: a peer could not be refreshed in time.
+            QueryTimeoutError: the shard's actor did not answer within
+                ``pull_timeout`` + 1 s (a busy mailbox); never with ``"return"``.
             Exception: whatever ``projection`` raised.
         """
         # The fast path: one attribute load gives a consistent snapshot; no lock, no message.
@@ -212,7 +214,12 @@ class Shard(Generic[S]):
         if bound == math.inf:
             return projection(published.views)
         self._check_open()
-        failures = self._refresh(bound)
+        try:
+            failures = self._refresh(bound)
+        except QueryTimeoutError:
+            if on_stale == "raise":
+                raise
+            failures = ()  # the mailbox is busy: answer with what is there, as asked
         if failures and on_stale == "raise":
             raise self._stale_error(failures)
         return projection(self._engine.published.views)

@@ -21,6 +21,7 @@ import pytest
 from dstate_core import (
     ChangeFeedConfig,
     Generation,
+    QueryTimeoutError,
     StalePeerError,
     StateConfig,
     StateViewObject,
@@ -577,6 +578,38 @@ def _forged_snapshot(view: StateViewObject[Any], value: int) -> FullSnapshot:
         created_time=view.created_time,
         modified_time=view.modified_time + 1,
     )
+
+
+class TestBusyMailbox:
+    def test_a_query_that_may_return_stale_answers_when_the_shard_is_busy(self) -> None:
+        """The shard's actor is stuck in a long mutation: a slow-path query's ask times
+        out (pull_timeout + 1 s). ``on_stale="return"`` answers from what is there;
+        the default raises QueryTimeoutError."""
+        config = StateConfig(pull_timeout=0.1)
+        with local_cluster(["a", "b"]) as cluster:
+            shards = register_all(cluster, TestState, config)
+            release, entered = threading.Event(), threading.Event()
+
+            def slow(state: TestState) -> None:
+                entered.set()
+                release.wait(DEADLINE)
+                state.value += 1
+
+            blocker = threading.Thread(target=shards["a"].mutate, args=(slow,))
+            blocker.start()
+            try:
+                assert entered.wait(DEADLINE)
+                started = time.monotonic()
+                answer = shards["a"].query(values, max_staleness=0.0, on_stale="return")
+                assert answer == {"a": 0, "b": 0}
+                assert time.monotonic() - started < DEADLINE
+                with pytest.raises(QueryTimeoutError, match=r"longer than 1\.1s"):
+                    shards["a"].query(values, max_staleness=0.0)
+            finally:
+                release.set()
+                blocker.join(DEADLINE)
+            landed = lambda: shards["b"].snapshot()["a"].value.value == 1  # noqa: E731
+            assert cluster.wait_until(landed, DEADLINE)
 
 
 class TestBadInput:
