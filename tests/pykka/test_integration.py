@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgpack
@@ -50,25 +50,6 @@ Views = Mapping[str, StateViewObject[Any]]
 
 
 # -- helpers -------------------------------------------------------------------------
-
-
-def _thread_names(threads: set[threading.Thread]) -> list[str]:
-    return sorted(t.name for t in threads)
-
-
-@pytest.fixture(autouse=True)
-def _no_thread_outlives_the_test() -> Iterator[None]:
-    """Every test here must leave no thread behind once its cluster is closed."""
-    before = set(threading.enumerate())
-    yield
-    leaked: set[threading.Thread] = set()
-
-    def settled() -> bool:
-        leaked.clear()
-        leaked.update(t for t in set(threading.enumerate()) - before if t.is_alive())
-        return not leaked
-
-    assert PykkaCluster.wait_until(settled, DEADLINE), _thread_names(leaked)
 
 
 def value_of(view: StateViewObject[Any]) -> int:
@@ -744,4 +725,4 @@ class TestThreads:
             leaked.update(t for t in set(threading.enumerate()) - before if t.is_alive())
             return not leaked
 
-        assert PykkaCluster.wait_until(settled, DEADLINE), _thread_names(leaked)
+        assert PykkaCluster.wait_until(settled, DEADLINE), sorted(t.name for t in leaked)

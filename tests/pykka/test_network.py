@@ -167,6 +167,23 @@ class TestCrossNodeMessages:
             remote.ask(b"y", timeout=0.05)
         assert (network.messages_sent, network.messages_dropped) == (2, 2)
 
+    @pytest.mark.parametrize("how", ["remove", "crash"])
+    def test_sending_to_a_node_that_went_is_a_counted_drop_not_a_hang(
+        self, network: PykkaNetwork, cluster: list[PykkaRuntime], how: str
+    ) -> None:
+        a, b, _ = cluster
+        b.join_group("g", b.spawn("x", Recorder()))
+        remote = a.group_members("g")[0]
+        getattr(network, how)("b")
+        start = time.monotonic()
+        remote.send(b"x")
+        a.broadcast_group("g", b"y")  # b is no member any more: reaches no one
+        with pytest.raises(ActorAskTimeout):
+            remote.ask(b"z", timeout=0.05)
+        assert time.monotonic() - start < 1.0
+        assert network.messages_dropped == 2
+        assert a.group_members("g") == []
+
     def test_sender_shut_down(self, cluster: list[PykkaRuntime]) -> None:
         a, b, _ = cluster
         b.join_group("g", b.spawn("x", Recorder()))
