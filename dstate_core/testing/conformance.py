@@ -46,7 +46,10 @@ class RuntimeHarness(Protocol):
     """What the suite needs to set up and observe a cluster of one runtime kind."""
 
     def start(self, node_ids: Sequence[str]) -> list[ActorRuntime]:
-        """Start one runtime per id, joined into one cluster; called once per test."""
+        """Start one runtime per id, joined into the harness's one cluster.
+
+        A test may call it again to add nodes that join the running cluster.
+        """
         ...
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
@@ -399,6 +402,14 @@ class RuntimeConformanceSuite:
         want = {NodeJoined("b"), NodeJoined("c")}
         self._wait(harness, lambda: want <= set(events), "NodeJoined for b and c")
         assert NodeJoined("a") not in events
+
+    def test_a_node_joining_later_is_reported(self, harness: RuntimeHarness) -> None:
+        [a] = harness.start(["a"])
+        events: list[ClusterEvent] = []
+        a.cluster_events.subscribe(events.append)
+        harness.start(["late"])
+        self._wait(harness, lambda: NodeJoined("late") in events, "NodeJoined for a later node")
+        assert events.count(NodeJoined("late")) == 1
 
     def test_node_left_is_reported_and_unsubscribe_stops_it(self, harness: RuntimeHarness) -> None:
         a, _b, _c = harness.start(["a", "b", "c"])
