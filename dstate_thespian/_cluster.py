@@ -19,7 +19,6 @@ from typing import Any
 
 from dstate_core import ChangeFeedConfig, Clock, SystemClock
 from dstate_core._local_cluster import LocalClusterBase
-from dstate_core._node import INBOX_GROUP
 from dstate_core._runtime import ActorRuntime
 from dstate_core._wire import DEFAULT_MAX_MESSAGE_BYTES
 
@@ -36,9 +35,11 @@ class ThespianCluster(LocalClusterBase):
 
     Args:
         system_base: ``"multiprocTCPBase"`` or ``"simpleSystemBase"``.
-        failure_timeout: simpleSystemBase: seconds from a crash to ``NodeLeft``.
-            On multiprocTCPBase the convention detects a crash, within
-            :attr:`detection_bound` seconds.
+        failure_timeout: simpleSystemBase: seconds from a crash to ``NodeLeft``
+            (default 5.0). On multiprocTCPBase the Thespian convention detects a
+            crash, within :attr:`detection_bound` seconds, which its timing
+            environment variables set before Thespian is imported: leave it
+            unset there (it then reads as the bound).
         host: the loopback address the actor systems advertise.
         join_timeout: how long a joining node waits for the leader.
     """
@@ -52,12 +53,13 @@ class ThespianCluster(LocalClusterBase):
         change_feed: ChangeFeedConfig | None = None,
         cluster_secret: bytes | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        failure_timeout: float = 5.0,
+        failure_timeout: float | None = None,
         host: str = "127.0.0.1",
         join_timeout: float = 10.0,
     ) -> None:
         if system_base not in SYSTEM_BASES:
             raise ValueError(f"system_base must be one of {SYSTEM_BASES}, got {system_base!r}")
+        failure_timeout = _failure_timeout(system_base, failure_timeout)
         super().__init__(
             node_ids,
             clock=clock or SystemClock(),
@@ -194,14 +196,6 @@ class ThespianCluster(LocalClusterBase):
             blocked = listed if mine is None else others - mine
             runtime._block(blocked - {runtime.node_id})
 
-    def inject(self, src: str, dst: str, data: bytes) -> None:
-        """Deliver raw ``data`` to ``dst``'s dstate inbox as if ``src`` sent it."""
-        for ref in self.runtime(dst).group_members(INBOX_GROUP):
-            if ref.node_id == dst:
-                ref.send(data)
-                return
-        raise KeyError(f"node {dst!r} has no dstate inbox")
-
     # -- lifecycle ----------------------------------------------------------------------
 
     def close(self) -> None:
@@ -213,13 +207,33 @@ class ThespianCluster(LocalClusterBase):
             self.convention.close()
 
 
+def _failure_timeout(system_base: str, given: float | None) -> float:
+    """The cluster's failure timeout; a value multiprocTCPBase cannot honour is an error."""
+    if system_base == "simpleSystemBase":
+        return 5.0 if given is None else given
+    bound = failure_detection_bound()
+    if given is None or given == bound:
+        return bound
+    raise ValueError(
+        f"failure_timeout={given!r} cannot apply on multiprocTCPBase: there the Thespian "
+        f"convention reports a crash within {bound:g} s, set by CONVENTION_REREGISTRATION_PERIOD "
+        "and CONVENTION_REGISTRATION_MISS_MAX in the environment before thespian is first "
+        "imported (see docs/thespian.md, Timing). Leave failure_timeout out, or use "
+        "system_base='simpleSystemBase'"
+    )
+
+
 @contextmanager
 def local_cluster(node_ids: Sequence[str], **options: Any) -> Iterator[ThespianCluster]:
     """A cluster of Thespian nodes; every actor system is stopped when the block ends.
 
-    Options: ``system_base`` (default ``"multiprocTCPBase"``), ``failure_timeout``,
-    ``host`` (default ``"127.0.0.1"``), ``join_timeout``, ``change_feed``,
-    ``cluster_secret``, ``max_message_bytes``, ``clock``.
+    Options: ``system_base`` (default ``"multiprocTCPBase"``), ``failure_timeout``
+    (simpleSystemBase only, see :class:`ThespianCluster`), ``host`` (default
+    ``"127.0.0.1"``), ``join_timeout``, ``change_feed``, ``cluster_secret``,
+    ``max_message_bytes``, ``clock``.
+
+    Raises:
+        ValueError: a bad option, such as a ``failure_timeout`` on multiprocTCPBase.
     """
     cluster = ThespianCluster(node_ids, **options)
     try:

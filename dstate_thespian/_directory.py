@@ -5,6 +5,12 @@ each peer sends its group table when it first sees this node and whenever the
 table changes. A peer counts as *joined* once both are in: only then is
 ``NodeJoined`` emitted, so a handler reacting to it already finds the peer's
 actors in :meth:`Directory.remote_members`.
+
+Only a peer in the view may have a table here: one that arrives first is
+refused (the runtime drops it), and the peer's table goes when it leaves the
+view. So a node asks each peer new to its view for its table (see
+:data:`~._protocol.WANT_GROUPS`): a table refused while this node did not yet
+see its sender is sent again.
 """
 
 from __future__ import annotations
@@ -80,8 +86,9 @@ class Directory:
     def apply_view(self, peers: Iterable[tuple[str, str]], complete: bool = True) -> list[str]:
         """The gateway's new view; emits what changed. Returns the peers new to the view.
 
-        A peer that leaves the view gets ``NodeLeft`` even if its table never
-        came (so never ``NodeJoined``): a subscriber may have seen it join elsewhere.
+        A peer that leaves the view loses its table, and gets ``NodeLeft`` even
+        if its table never came (so never ``NodeJoined``): a subscriber may have
+        seen it join elsewhere.
         ``complete`` is False while a member's gateway still waits for the leader's roster.
         """
         with self._events:
@@ -90,20 +97,29 @@ class Directory:
                 fresh = [n for n, inc in view.items() if self._view.get(n) != inc]
                 gone = {n for n, inc in self._view.items() if view.get(n) != inc}
                 self._view = view
+                self._tables = {n: t for n, t in self._tables.items() if view.get(n) == t[0]}
                 self._complete = complete
                 events = self._settle(gone)
             self._emit(events)
         return fresh
 
-    def apply_groups(self, node: str, inc: str, table: dict[str, tuple[str, ...]]) -> None:
-        """A peer's group table (the latest one wins)."""
+    def apply_groups(self, node: str, inc: str, table: dict[str, tuple[str, ...]]) -> bool:
+        """A peer's group table (the latest one wins).
+
+        Returns:
+            True if stored; False (nothing stored) unless ``node`` is a peer in
+            the view in incarnation ``inc``.
+        """
         if node == self._node_id:
-            return
+            return False
         with self._events:
             with self._state:
+                if self._view.get(node) != inc:
+                    return False
                 self._tables[node] = (inc, table)
                 events = self._settle(set())
             self._emit(events)
+        return True
 
     def subscribe(self, callback: Callable[[ClusterEvent], None]) -> SubscriptionId:
         """Replay ``NodeJoined`` for every joined peer to ``callback``, then report changes."""

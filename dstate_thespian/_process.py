@@ -8,13 +8,17 @@
 2. a member waits (up to ``join_timeout``) until the leader's port accepts
    connections, else it is an error;
 3. starts a :class:`ThespianRuntime` (the actor system forks here, before any
-   thread or signal handler of ours exists), writes the run record, builds the
+   thread of ours exists), writes the run record, builds the
    :class:`DStateNode`, registers the states, and only then joins the cluster
    (:meth:`ThespianRuntime.join_cluster`), so peers find its inbox and states
    when they see it join;
 4. serves the control channel (:mod:`dstate_thespian._control`) until
    SIGINT, SIGTERM, SIGHUP, a ``shutdown`` command or (with ``exit_on_eof``)
    the end of stdin; then shuts the node and its actor system down cleanly.
+
+The signal handlers are in place from the start of step 1: a signal while
+starting cuts the start short, and the node stops as cleanly as later on.
+Processes forked meanwhile (the actor system's) get the previous handlers back.
 
 Errors the user can fix are :class:`CliError` (exit status 2); they are all
 raised before the actor system starts, or after it is stopped again, so a
@@ -75,6 +79,8 @@ STRATEGIES = {"push": SyncStrategy.active_push, "feed": SyncStrategy.feed_lazy_p
 
 #: How long claiming a port waits for a killed stale system to free it.
 _FREE_WAIT = 5.0
+#: The signals that stop a node process.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class CliError(Exception):
@@ -220,15 +226,17 @@ def claim_admin_port(admin_port: int, run_dir: Path) -> str | None:
     raise CliError(f"admin port {admin_port} is in use{who}: pick another --admin-port")
 
 
-def _wait_reachable(address: str, timeout: float) -> bool:
+def _wait_reachable(address: str, timeout: float, stop: threading.Event) -> bool:
+    """True once ``address`` accepts connections (or ``stop`` is set); False after ``timeout``."""
     host, _, port = address.rpartition(":")
     deadline = time.monotonic() + timeout
-    while True:
+    while not stop.is_set():
         if port_open(int(port), host, timeout=0.5):
             return True
         if time.monotonic() >= deadline:
             return False
-        time.sleep(0.1)
+        stop.wait(0.1)
+    return True
 
 
 def _file_name(state_name: str) -> str:
@@ -259,25 +267,31 @@ class NodeProcess:
         self._stop = threading.Event()
         self._why = ""
         self._controller: Controller | None = None
+        self._previous_handlers: dict[int, Any] = {}
 
     # -- start --------------------------------------------------------------------
 
     def start(self) -> None:
-        """Claim the port, join the cluster, register the states.
+        """Handle the stop signals, claim the port, register the states, join the cluster.
+
+        A stop signal meanwhile cuts it short (:meth:`run` then stops at once).
 
         Raises:
             CliError: the port is busy, the leader unreachable, or a state does not register.
         """
         opts = self.options
+        self._handle_signals()
         note = claim_admin_port(opts.admin_port, self._run_dir)
         if note:
             _log.warning("%s", note)
         member = not opts.leader and opts.convention is not None
-        if member and not _wait_reachable(str(opts.convention), opts.join_timeout):
+        if member and not _wait_reachable(str(opts.convention), opts.join_timeout, self._stop):
             raise CliError(
                 f"convention leader {opts.convention} is not reachable (nothing accepted a "
                 f"connection within {opts.join_timeout:g} s): start it first or fix --convention"
             )
+        if self._stop.is_set():
+            return
         try:
             self.runtime = ThespianRuntime(
                 opts.node_id,
@@ -304,7 +318,8 @@ class NodeProcess:
                 self._register(self.node, spec)
             # Only now do peers see this node: its inbox and states are there for their
             # join exchange.
-            self.runtime.join_cluster()
+            if not self._stop.is_set():
+                self.runtime.join_cluster(cancel=self._stop)
         except BaseException:
             self._stop_node()
             raise
@@ -339,11 +354,14 @@ class NodeProcess:
             self._stop.set()
 
     def run(self, stdin: TextIO | None) -> int:
-        """Serve until asked to stop, then shut down cleanly; returns the exit status (0)."""
+        """Serve until asked to stop, then shut down cleanly; returns the exit status (0).
+
+        Stops at once if a signal cut :meth:`start` short.
+        """
+        if self._stop.is_set():
+            return self._stopped()
         assert self.runtime is not None and self.node is not None
         runtime, node = self.runtime, self.node
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, self._on_signal)
         self._controller = Controller(
             node, self.emitter, self.status, lambda: self.request_stop("shutdown command")
         )
@@ -364,9 +382,12 @@ class NodeProcess:
             reader.start()
         while not self._stop.wait(0.2):
             pass
+        runtime.cluster_events.unsubscribe(subscription)
+        return self._stopped()
+
+    def _stopped(self) -> int:
         _log.info("node %r stopping: %s", self.options.node_id, self._why)
         self.emitter.event("stopping", reason=self._why)
-        runtime.cluster_events.unsubscribe(subscription)
         self._stop_node()
         self.emitter.event("stopped")
         return 0
@@ -379,6 +400,22 @@ class NodeProcess:
             _log.warning("the control channel failed: %s", exc)
         if self.options.exit_on_eof:
             self.request_stop("stdin closed")
+
+    def _handle_signals(self) -> None:
+        """Make :data:`_STOP_SIGNALS` call :meth:`request_stop` (main thread; idempotent)."""
+        if self._previous_handlers:
+            return
+        for signum in _STOP_SIGNALS:
+            self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+        # Thespian forks the actor system from this process: give it the handlers it had.
+        os.register_at_fork(after_in_child=self._unhandle_signals)
+
+    def _unhandle_signals(self) -> None:
+        """In a forked child: put back the handlers :meth:`_handle_signals` replaced."""
+        for signum, previous in self._previous_handlers.items():
+            if signal.getsignal(signum) == self._on_signal:
+                with contextlib.suppress(ValueError, OSError):
+                    signal.signal(signum, signal.SIG_DFL if previous is None else previous)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.request_stop(signal.Signals(signum).name)

@@ -20,6 +20,7 @@ __all__ = [
     "CAP_GATEWAY",
     "CAP_INCARNATION",
     "CAP_NODE",
+    "WANT_GROUPS",
     "Attach",
     "Attached",
     "Batch",
@@ -37,6 +38,9 @@ CAP_GATEWAY = "dstate.gateway"
 #: ``Parcel.dst`` for "every peer my gateway knows".
 ALL_PEERS = "*"
 
+#: ``Parcel.ref`` of a :attr:`Kind.GROUPS` parcel that asks the receiver for its table back.
+WANT_GROUPS = "want-groups"
+
 
 class Kind:
     """Values of :attr:`Parcel.kind`."""
@@ -45,7 +49,8 @@ class Kind:
     SEND = "send"
     #: Bytes for every member of group ``name`` on the receiving node.
     CAST = "cast"
-    #: The sender's group table (msgpack ``{group: [actor names]}``) in ``body``.
+    #: The sender's group table (msgpack ``{group: [actor names]}``) in ``body``;
+    #: with ``ref`` :data:`WANT_GROUPS` the receiver answers with its own.
     GROUPS = "groups"
     #: An ask for the actor called ``name``; the reply names ``ref``.
     ASK = "ask"

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -40,7 +41,7 @@ from ._asks import RemoteAsks
 from ._directory import ClusterEventsView, Directory, decode_groups, encode_groups
 from ._link import Link, SimpleLink, TcpLink
 from ._procs import start_time
-from ._protocol import ALL_PEERS, Attach, Attached, Batch, Kind, Parcel, View
+from ._protocol import ALL_PEERS, WANT_GROUPS, Attach, Attached, Batch, Kind, Parcel, View
 from ._refs import ThespianActorRef
 from ._simple import InProcessConvention
 from ._system import TcpSystem, free_port, normalize_address
@@ -60,6 +61,8 @@ SYSTEM_BASES = ("multiprocTCPBase", "simpleSystemBase")
 _STOP_WAIT = 1.0
 #: How long the constructor waits for its gateway to answer.
 _ATTACH_TIMEOUT = 30.0
+#: How often :meth:`ThespianRuntime.join_cluster` checks for ``cancel`` or a shutdown.
+_CANCEL_POLL = 0.05
 
 
 class ThespianRuntime(SchedulerTimers):
@@ -165,14 +168,17 @@ class ThespianRuntime(SchedulerTimers):
             self.shutdown()
             raise
 
-    def join_cluster(self, timeout: float | None = None) -> None:
+    def join_cluster(
+        self, timeout: float | None = None, *, cancel: threading.Event | None = None
+    ) -> None:
         """Make this node a cluster member (the constructor does, unless ``join=False``).
 
         A member joins its leader's convention; then this waits up to
         ``timeout`` (default: the constructor's ``join_timeout``) until the
         nodes already in the cluster and this one see each other, and logs a
-        warning if they do not (joining goes on in the background).
-        Idempotent.
+        warning if they do not (joining goes on in the background). The wait
+        also ends once ``cancel`` is set (by any thread or a signal handler)
+        or the runtime is shut down. Idempotent.
 
         Why defer it: a peer that sees this node join sends it its join
         exchange at once, to the actors this node has in its groups by then.
@@ -198,7 +204,7 @@ class ThespianRuntime(SchedulerTimers):
                 return  # the leader has nobody to wait for
         elif self._convention is not None:
             expect = self._convention.join(self._node_id, self._inc, self._gateway)
-        if wait > 0 and not self._directory.wait_settled(wait, expect):
+        if wait > 0 and self._join_timed_out(wait, expect, cancel):
             where = "" if self._system is None else f" at {self._system.convention_address}"
             _log.warning(
                 "node %r: not yet admitted by the cluster%s within %g s; it keeps trying",
@@ -206,6 +212,19 @@ class ThespianRuntime(SchedulerTimers):
                 where,
                 wait,
             )
+
+    def _join_timed_out(
+        self, timeout: float, expect: list[str], cancel: threading.Event | None
+    ) -> bool:
+        """Wait as :meth:`join_cluster` does; True if ``timeout`` passed first."""
+        deadline = time.monotonic() + timeout
+        while not (self._closed or (cancel is not None and cancel.is_set())):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            if self._directory.wait_settled(min(left, _CANCEL_POLL), expect):
+                return False
+        return False
 
     # -- identity and inspection ---------------------------------------------------
 
@@ -373,9 +392,10 @@ class ThespianRuntime(SchedulerTimers):
         ]
         return sorted(refs, key=lambda ref: (ref.node_id, ref.name))
 
-    def _publish_groups(self, dst: str) -> None:
+    def _publish_groups(self, dst: str, want_reply: bool = False) -> None:
         if not self._closed:
-            self._post(dst, Kind.GROUPS, "", encode_groups(self._groups.table()))
+            table = encode_groups(self._groups.table())
+            self._post(dst, Kind.GROUPS, "", table, WANT_GROUPS if want_reply else "")
 
     # -- membership -------------------------------------------------------------------
 
@@ -416,8 +436,9 @@ class ThespianRuntime(SchedulerTimers):
                 if isinstance(parcel, Parcel):
                     self._on_parcel(parcel)
         elif isinstance(msg, View):
+            # A new peer may have sent its table before we saw it (refused then): ask again.
             for node in self._directory.apply_view(msg.peers, msg.complete):
-                self._publish_groups(node)
+                self._publish_groups(node, want_reply=True)
         elif isinstance(msg, Attached):
             if self._system is not None:
                 self._system.record(msg.admin_pid, msg.pid)
@@ -425,16 +446,11 @@ class ThespianRuntime(SchedulerTimers):
 
     def _on_parcel(self, parcel: Parcel) -> None:
         kind = parcel.kind
-        if kind == Kind.GROUPS:
-            try:
-                table = decode_groups(parcel.body)
-            except ValueError as exc:
-                self._drop(parcel, str(exc))
-                return
-            self._directory.apply_groups(parcel.src, parcel.src_inc, table)
-            return
         if not self._directory.is_reachable(parcel.src, parcel.src_inc):
             self._drop(parcel, "not a member")
+            return
+        if kind == Kind.GROUPS:  # membership data: it passes a partition
+            self._on_groups(parcel)
             return
         if parcel.src in self._blocked:
             self._drop(parcel, "partitioned")
@@ -461,8 +477,20 @@ class ThespianRuntime(SchedulerTimers):
             except ActorSendError:
                 self._drop(parcel, "the actor stopped")
 
+    def _on_groups(self, parcel: Parcel) -> None:
+        try:
+            table = decode_groups(parcel.body)
+        except ValueError as exc:
+            self._drop(parcel, str(exc))
+            return
+        if not self._directory.apply_groups(parcel.src, parcel.src_inc, table):
+            self._drop(parcel, "not a member")  # it left the view meanwhile
+        elif parcel.ref == WANT_GROUPS:
+            self._publish_groups(parcel.src)
+
     def _drop(self, parcel: Parcel, why: str) -> None:
-        # Late traffic of a node that left is normal, so a non-member is INFO (rate limited).
+        # Late traffic of a node that left, or a table that beat the view, is normal:
+        # a non-member is INFO (rate limited).
         self._drops.drop(
             why,
             parcel.src,

@@ -49,15 +49,35 @@ class TestMembership:
         d.apply_groups("me", "1", {"g": ("self",)})  # our own table is ignored
         assert d.remote_members("g") == [("b", "x")]
 
-    def test_a_table_may_arrive_before_the_view(self) -> None:
+    def test_a_table_from_outside_the_view_is_refused(self) -> None:
         d = Directory("me")
         events: list[ClusterEvent] = []
         d.subscribe(events.append)
-        d.apply_groups("b", "1", {})
-        d.apply_view([])
-        assert events == []
+        assert d.apply_groups("b", "1", {"g": ("x",)}) is False
+        d.apply_view([("b", "2")])
+        assert d.apply_groups("b", "1", {"g": ("x",)}) is False  # an old incarnation
+        assert d.apply_groups("me", "1", {}) is False
         d.apply_view([("b", "1")])
-        assert events == [NodeJoined("b")]
+        assert events == [NodeLeft("b")]  # incarnation 2 went (it never joined)
+        assert d.remote_members("g") == []  # nothing was kept: b joins once it sends again
+        assert d.apply_groups("b", "1", {"g": ("x",)}) is True
+        assert events == [NodeLeft("b"), NodeJoined("b")]
+
+    def test_a_peer_that_leaves_the_view_loses_its_table(self) -> None:
+        d = Directory("me")
+        d.apply_view([("b", "1"), ("c", "1")])
+        assert d.apply_groups("b", "1", {"g": ("x",)})
+        assert d.apply_groups("c", "1", {"g": ("y",)})
+        events: list[ClusterEvent] = []
+        d.subscribe(events.append)
+        assert d.apply_view([("c", "1")]) == []
+        assert d.remote_members("g") == [("c", "y")]
+        assert d._tables.keys() == {"c"}
+        # Back in the same incarnation: new to the view, and not joined until its table comes.
+        assert d.apply_view([("b", "1"), ("c", "1")]) == ["b"]
+        assert events == [NodeJoined("b"), NodeJoined("c"), NodeLeft("b")]
+        assert d.joined() == {"c": "1"}
+        assert d.remote_members("g") == [("c", "y")]
 
     def test_a_new_incarnation_leaves_then_joins_again(self) -> None:
         d = Directory("me")

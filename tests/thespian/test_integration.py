@@ -21,6 +21,7 @@ from dstate_core._runtime import ClusterEvent, NodeLeft
 from dstate_core.testing import TestState
 from dstate_thespian import ThespianCluster, ThespianRuntime, local_cluster
 from dstate_thespian._system import port_open
+from dstate_thespian._thespian import failure_detection_bound
 
 from .harness import listening_ports, wait_until
 
@@ -165,6 +166,20 @@ class TestMultiprocTCPBase:
             print(f"the restarted leader re-formed the cluster in {rejoined:.2f} s")
             shards["a"].mutate(TestState.increment(5))
             assert cluster.wait_until(all_show(shards, {"a": 5, "b": 2, "c": 0}), DEADLINE)
+
+    def test_failure_timeout_is_the_conventions_bound_and_no_other(self) -> None:
+        bound = failure_detection_bound()
+        for options in ({}, {"failure_timeout": bound}):
+            with local_cluster([], **options) as cluster:
+                assert cluster.failure_timeout == cluster.detection_bound == bound
+        # Thespian fixes crash detection when it is imported: another value cannot apply.
+        with pytest.raises(ValueError, match="cannot apply on multiprocTCPBase") as raised:
+            ThespianCluster(["a"], failure_timeout=2.0)
+        text = str(raised.value)
+        assert "CONVENTION_REREGISTRATION_PERIOD" in text and f"within {bound:g} s" in text
+        assert "simpleSystemBase" in text
+        with local_cluster([], system_base="simpleSystemBase") as simple:
+            assert simple.failure_timeout == simple.detection_bound == 5.0
 
     def test_close_leaves_no_process_port_or_thread(self) -> None:
         own_listeners = listening_ports()

@@ -25,7 +25,8 @@ import pytest
 from dstate_core import DStateNode
 from dstate_core.testing import TestState
 from dstate_thespian import NodeHandle, NodeHandleError, ThespianRuntime
-from dstate_thespian._procs import free_port, listener_pids, pid_alive, port_open
+from dstate_thespian._process import RunRecord
+from dstate_thespian._procs import free_port, listener_pids, pid_alive, port_open, stat
 from dstate_thespian._protocol import Kind, Parcel
 from dstate_thespian._thespian import start_system, tcp_address
 
@@ -309,6 +310,45 @@ class TestPorts:
                 assert want in node.stderr[0], node.stderr[0]
                 assert node.ready_event is None
                 assert not orphans(f"--node-id {node.node_id} ")
+
+
+def caught_signals(pid: int) -> set[int]:
+    """The signals ``pid`` has a handler for (``SigCgt`` in ``/proc/PID/status``)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        mask = next(int(line.split()[1], 16) for line in status if line.startswith("SigCgt:"))
+    return {signum for signum in range(1, 65) if mask & (1 << (signum - 1))}
+
+
+class TestSignals:
+    def test_sigterm_while_joining_stops_cleanly(self, spawn: Spawn, run_dir: Path) -> None:
+        # A "leader" that accepts connections but never admits anyone: the node stays in
+        # its start, waiting to be admitted, with its actor system running.
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+            silent.bind(("127.0.0.1", 0))
+            silent.listen()
+            port = free_port()
+            node = spawn("early", port, silent.getsockname()[1], extra=("--join-timeout", "60"))
+            record = RunRecord.path(run_dir, port)  # written once the actor system runs
+            assert wait_until(record.exists, DEADLINE), node.describe()
+            found = RunRecord.read(record)
+            assert found is not None and found.system
+            # The actor system was forked after the node's handlers were set, without them.
+            admin = [
+                pid for pid in found.system if (stat(pid) or ("", 0, 0))[1] not in found.system
+            ]
+            assert len(admin) == 1
+            assert not caught_signals(admin[0]) & {signal.SIGTERM, signal.SIGHUP}
+            stopped_at = time.monotonic()
+            assert node.stop(signal.SIGTERM) == 0, node.describe()
+            assert time.monotonic() - stopped_at < DEADLINE  # not the 60 s join timeout
+        assert node.ready_event is None
+        assert [e["event"] for e in node.events] == ["stopping", "stopped"]
+        assert node.events[0]["reason"] == "SIGTERM"
+        assert wait_until(
+            lambda: not any(pid_alive(pid, at) for pid, at in found.system.items()), DEADLINE
+        )
+        assert not record.exists()
+        assert not orphans(f"--node-id {node.node_id} ")
 
 
 class TestUntrustedInput:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from dstate_core._errors import ActorSendError, NodeShutdownError
-from dstate_core._runtime import ActorAskTimeout, NodeJoined
+from dstate_core._runtime import ActorAskTimeout, NodeJoined, NodeLeft
 from dstate_core.testing.conformance import Recorder
 from dstate_thespian import (
     InProcessConvention,
@@ -19,7 +19,8 @@ from dstate_thespian import (
     ThespianRuntime,
     stop_system,
 )
-from dstate_thespian._protocol import Kind, Parcel
+from dstate_thespian._directory import decode_groups, encode_groups
+from dstate_thespian._protocol import WANT_GROUPS, Kind, Parcel, View
 from dstate_thespian._system import free_port, normalize_address, port_open
 from dstate_thespian._thespian import start_system
 
@@ -161,6 +162,7 @@ class TestRefsAndGroups:
         assert a.bytes_sent == size + 5 + 2 * 3
         assert wait_until(lambda: len(rec.items) == 3, DEADLINE)
         dropped = b.messages_dropped
+        outsiders = b.drops.get("not a member", 0)
         a._send_remote("b", "nobody", b"x")
         a._post("b", Kind.GROUPS, "", b"\xc1")
         a._post("b", "no-such-kind", "m", b"x")
@@ -169,8 +171,72 @@ class TestRefsAndGroups:
         # From a node outside the cluster, or an old incarnation of a member: dropped, counted.
         b._on_parcel(Parcel("zzz", "1", "b", Kind.SEND, "m", b"x"))
         b._on_parcel(Parcel("a", "old-incarnation", "b", Kind.CAST, "g", b"x"))
-        assert b.drops["not a member"] == 3
+        assert b.drops["not a member"] == outsiders + 3
         assert b.messages_dropped == dropped + 3 + 3
+
+
+def capture_posts(runtime: ThespianRuntime) -> list[Parcel]:
+    """Record every parcel ``runtime`` sends to its gateway (they still go)."""
+    posted: list[Parcel] = []
+    post = runtime._link.post
+
+    def record(msg: Any) -> None:
+        if isinstance(msg, Parcel):
+            posted.append(msg)
+        post(msg)
+
+    runtime._link.post = record  # type: ignore[method-assign]
+    return posted
+
+
+class TestGroupTables:
+    """Group tables count only from members; a peer's table goes when it leaves (SPEC §8, §9)."""
+
+    def test_tables_from_outside_the_cluster_are_dropped_and_counted(self) -> None:
+        runtime = ThespianRuntime("me", "simpleSystemBase")
+        try:
+            table = encode_groups({"g": ["x"]})
+            runtime._on_parcel(Parcel("ghost", "1", "me", Kind.GROUPS, "", table))
+            runtime._on_parcel(Parcel("ghost", "1", "me", Kind.GROUPS, "", table, WANT_GROUPS))
+            runtime._on_parcel(Parcel("ghost", "1", "me", Kind.GROUPS, "", b"\xc1"))
+            assert runtime.drops == {"not a member": 3}
+            assert runtime._directory._tables == {}
+            assert runtime.group_members("g") == []
+        finally:
+            runtime.shutdown()
+
+    def test_a_table_refused_before_the_view_is_asked_for_again(self) -> None:
+        runtime = ThespianRuntime("me", "simpleSystemBase")
+        try:
+            events: list[Any] = []
+            runtime.cluster_events.subscribe(events.append)
+            posted = capture_posts(runtime)
+            table = encode_groups({"g": ["x"]})
+            # b saw us first: its table arrives before the gateway reports b, and is dropped.
+            runtime._on_parcel(Parcel("b", "1", "me", Kind.GROUPS, "", table))
+            assert runtime.drops == {"not a member": 1}
+            runtime._on_message(View((("b", "1"),)))
+            assert [(p.dst, p.kind, p.ref) for p in posted] == [("b", Kind.GROUPS, WANT_GROUPS)]
+            assert runtime.peers == []
+            # b answers with its table (without asking back): b joins.
+            runtime._on_parcel(Parcel("b", "1", "me", Kind.GROUPS, "", table))
+            assert runtime.peers == ["b"]
+            assert [(r.node_id, r.name) for r in runtime.group_members("g")] == [("b", "x")]
+            assert len(posted) == 1
+            # A member asking for our table gets it.
+            runtime._on_parcel(Parcel("b", "1", "me", Kind.GROUPS, "", table, WANT_GROUPS))
+            assert [(p.dst, p.ref) for p in posted[1:]] == [("b", "")]
+            assert decode_groups(posted[1].body) == {}
+            # b leaves the view: its table goes, so a return must bring a new one.
+            runtime._on_message(View(()))
+            assert runtime._directory._tables == {}
+            runtime._on_message(View((("b", "1"),)))
+            assert runtime.peers == []
+            assert runtime.group_members("g") == []
+            assert [(p.dst, p.ref) for p in posted[2:]] == [("b", WANT_GROUPS)]
+            assert events == [NodeJoined("b"), NodeLeft("b")]
+        finally:
+            runtime.shutdown()
 
 
 class TestRemoteAsk:
