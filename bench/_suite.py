@@ -19,6 +19,7 @@ from bench import (
     join,
     mutation_cost,
     mutation_throughput,
+    persistence,
     thespian_processes,
 )
 from bench._report import Table, Tick, fmt_bytes, fmt_rate, fmt_seconds, ratio
@@ -27,7 +28,7 @@ __all__ = ["BENCHMARKS", "Benchmark", "persistence_tables", "query_tables"]
 
 QUERY_PEERS = (3, 100)
 #: Saves per backend and record size (``bench.persistence --quick``).
-PERSISTENCE_SAVES = {1_000: 100, 100_000: 40}
+PERSISTENCE_SAVES = persistence.QUICK_SAVES
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,8 @@ def persistence_tables(tick: Tick) -> list[Table]:
         "`save()` of a ~1 KB and a ~100 KB state (including `to_storage()` and msgpack "
         "encoding), in the system temp directory. Median over "
         + " / ".join(f"{n} saves ({fmt_bytes(s)})" for s, n in PERSISTENCE_SAVES.items())
-        + ". Baseline: a bare `pwrite` + `fsync` of the same number of bytes in the same "
-        "directory, same run.",
+        + "; p99 interpolated between ranks. Baseline: a bare `pwrite` + `fsync` of the "
+        "same number of bytes in the same directory, same run.",
         ["record", "backend", "saves/s (median)", "p50", "p99", "vs bare write+fsync"],
     )
     for size, count in PERSISTENCE_SAVES.items():

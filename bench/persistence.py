@@ -16,7 +16,8 @@ and, in the same run and directory, the floor each one pays:
   file, write, fsync, rename, directory fsync) without encoding.
 
 "cost x bare" is the mean save time over the mean bare write+fsync of the
-same size (saves/s is its inverse). Each timed save
+same size (saves/s is its inverse). p99 is interpolated between ranks (see
+:func:`percentile`). Each timed save
 includes the state's ``to_storage()`` and msgpack encoding, as in a mutation.
 """
 
@@ -38,6 +39,9 @@ from dstate_core._file_persistence import FilePersistence
 from dstate_core._sqlite_persistence import SqlitePersistence
 
 INCARNATION = 1_700_000_000_000
+#: Saves per record size with ``--quick`` (and in ``python -m bench``): enough
+#: that p99 is not just the slowest save.
+QUICK_SAVES = {1_000: 200, 100_000: 100}
 
 
 class BenchView(BaseModel):
@@ -79,8 +83,21 @@ def make_state(size: int) -> BenchState:
 
 
 def percentile(samples: list[float], fraction: float) -> float:
+    """The ``fraction`` quantile, interpolated linearly between the closest ranks.
+
+    The same as ``statistics.quantiles(samples, n=100, method="inclusive")``
+    at ``fraction=k/100``: with 100 samples p99 lies between the two slowest,
+    so it is not simply the maximum.
+    """
+    if not samples:
+        raise ValueError("percentile() needs at least one sample")
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction!r}")
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+    position = fraction * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def timed(run: Callable[[int], None], count: int, warmup: int = 5) -> list[float]:
@@ -143,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer saves per measurement")
     parser.add_argument("--dir", default=None, help="where to write (default: the temp dir)")
     args = parser.parse_args(argv)
-    counts = {1_000: 100, 100_000: 40} if args.quick else {1_000: 1000, 100_000: 300}
+    counts = QUICK_SAVES if args.quick else {1_000: 1000, 100_000: 300}
     print(
         f"{'record':>7} {'backend':<28} {'saves/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'cost x bare':>11}"

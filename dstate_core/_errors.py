@@ -8,6 +8,8 @@ is the store's.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "ActorSendError",
     "DStateError",
@@ -15,6 +17,7 @@ __all__ = [
     "DuplicateNameError",
     "ForeignRecordError",
     "MutationError",
+    "NewerRecordError",
     "NodeShutdownError",
     "PersistError",
     "QueryError",
@@ -126,6 +129,38 @@ class PersistError(DStateError):
 
 class ForeignRecordError(PersistError):
     """The store holds a record of another state: a configuration error, never overwritten."""
+
+
+class NewerRecordError(PersistError):
+    """The stored record has a newer ``STORAGE_VERSION`` than the code: refused, never overwritten.
+
+    Attributes:
+        state_name: the state's ``NAME``.
+        stored_version: the record's storage version.
+        code_version: the ``STORAGE_VERSION`` of the class that refused it.
+        store: the store holding the record (its repr), if known.
+    """
+
+    def __init__(
+        self, state_name: str, stored_version: int, code_version: int, store: str | None = None
+    ) -> None:
+        where = f"{store}: " if store else ""
+        super().__init__(
+            f"{where}the stored record of state {state_name!r} is at storage version "
+            f"{stored_version}, newer than this code's STORAGE_VERSION {code_version}; it is "
+            f"refused and left untouched. Deploy code that reads storage version "
+            f"{stored_version}, or move the record out of the store to start the state fresh"
+        )
+        self.state_name = state_name
+        self.stored_version = stored_version
+        self.code_version = code_version
+        self.store = store
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            type(self),
+            (self.state_name, self.stored_version, self.code_version, self.store),
+        )
 
 
 class ActorSendError(DStateError):

@@ -121,11 +121,23 @@ class PersistentIncarnationSource(IncarnationSource):
     returning it. :meth:`observe` stores a loaded incarnation that is higher
     than any stored one.
 
+    Raises:
+        PersistError: the file is unreadable or corrupt; the message names it
+            and how to recover.
+
     Concurrency: thread-safe; ``fresh`` blocks for one atomic file write.
     """
 
     def __init__(self, store: IncarnationFile) -> None:
-        stored = store.load()
+        try:
+            stored = store.load()
+        except PersistError as exc:
+            raise PersistError(
+                f"{exc}. The node cannot tell which incarnations it used before, so it "
+                "will not start and risk repeating one: repair or restore the file, or "
+                f"delete {str(store.path)!r} if this node's wall clock is past every earlier "
+                "start (fresh incarnations then come from the clock and the persisted states)"
+            ) from exc
         super().__init__(floor=stored or 0)
         self._store = store
         self._stored = stored or 0

@@ -85,6 +85,7 @@ STATE_DELTA_HOOK = "apply_state_delta"
 StateDeltaHook = Callable[[dict[str, Any], Any], Mapping[str, Any]]
 
 _SCHEMA_VERSION = 1
+_SQLITE_HEADER = b"SQLite format 3\x00"
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS dstate_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS dstate_state (name TEXT PRIMARY KEY, record BLOB NOT NULL)",
@@ -122,6 +123,7 @@ class _Database:
 
     def _open(self) -> sqlite3.Connection:
         check_location(self.path, self.where)
+        self._check_header()
         try:
             conn = sqlite3.connect(
                 self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
@@ -160,6 +162,28 @@ class _Database:
                 raise PersistError(f"{self.where}: cannot open the database: {exc}") from exc
             raise
         return conn
+
+    def _check_header(self) -> None:
+        """Refuse a non-empty file that does not start with SQLite's header.
+
+        SQLite itself takes a file of 0 or 1 bytes for an empty database and
+        overwrites it on the first write; a stub that short is a truncated
+        database (SQLite writes whole pages), so it is refused, not reused.
+        A 0-byte file is an empty database: created, never committed to.
+        """
+        try:
+            with self.path.open("rb") as file:
+                head = file.read(len(_SQLITE_HEADER))
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise PersistError(f"{self.where}: cannot read the database file: {exc}") from exc
+        if head and head != _SQLITE_HEADER:
+            raise PersistError(
+                f"{self.where}: the file is not an SQLite database (it does not start with "
+                "SQLite's header; it may be truncated or another file): restore it, or move it "
+                "away to start its states fresh"
+            )
 
     def release(self) -> None:
         """One backend is done with the database; close it after the last one."""

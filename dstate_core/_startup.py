@@ -3,7 +3,9 @@
 Startup: no backend or nothing stored means a fresh state (age 0, a new
 incarnation); a stored record keeps its generation and timestamps, migrating
 through ``migrate_state`` if older; a load error or failed migration is
-logged and the node starts fresh with a new incarnation.
+logged and the node starts fresh with a new incarnation. A record of another
+state or of a newer ``STORAGE_VERSION`` is refused: registration fails, so the
+record is never overwritten.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 from typing import Any, TypeVar
 
 from ._clock import Clock
-from ._errors import ForeignRecordError, MutationError, PersistError
+from ._errors import ForeignRecordError, MutationError, NewerRecordError, PersistError
 from ._generation import Generation, IncarnationSource, StateObject
 from ._persistence import StatePersistence
 from ._state import DistributedState
@@ -35,6 +37,7 @@ def load_or_fresh(
     Raises:
         TypeError: a fresh state is needed and ``state_type()`` cannot be built.
         ForeignRecordError: the store holds another state's record.
+        NewerRecordError: the stored record is newer than ``state_type`` reads.
     """
     name = state_type.NAME
     if store is not None:
@@ -54,6 +57,10 @@ def load_or_fresh(
                 )
         except ForeignRecordError:
             raise  # starting fresh would overwrite another state's record on the next save
+        except NewerRecordError as exc:  # ...or a newer record (say, after a rollback)
+            raise NewerRecordError(
+                exc.state_name, exc.stored_version, exc.code_version, repr(store)
+            ) from None
         except Exception as exc:
             log.warning(
                 "state %r: could not load the persisted state (%s: %s); starting fresh with "

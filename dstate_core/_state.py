@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Self
 import msgpack
 from pydantic import BaseModel, ValidationError
 
-from ._errors import DeserializeError, PersistError
+from ._errors import DeserializeError, NewerRecordError, PersistError
 from ._plain import pack, unpack
 from ._urgency import SyncUrgency
 
@@ -125,17 +125,16 @@ class DistributedState(BaseModel):
         """Rebuild a persisted state, migrating it if it is older.
 
         Raises:
-            PersistError: the record is newer than this code, or cannot be read
-                or migrated.
+            NewerRecordError: the record is newer than this code.
+            PersistError: the record cannot be read or migrated.
         """
         if isinstance(data, cls) and storage_version == cls.STORAGE_VERSION:
             return data
         if isinstance(data, BaseModel):
             data = data.model_dump()
         if storage_version > cls.STORAGE_VERSION:
-            raise PersistError(
-                f"stored {cls.__qualname__} is at storage version {storage_version}, newer "
-                f"than this code's STORAGE_VERSION {cls.STORAGE_VERSION}; refusing to load it"
+            raise NewerRecordError(
+                getattr(cls, "NAME", cls.__qualname__), storage_version, cls.STORAGE_VERSION
             )
         if not isinstance(data, dict):
             raise PersistError(

@@ -196,7 +196,10 @@ def pykka_tables(cluster: PykkaCluster) -> list[Table]:
 
 
 def run_pykka(args: argparse.Namespace, console: Console) -> int:
-    """Three Pykka nodes in this process; c is partitioned away, then healed."""
+    """Three Pykka nodes in this process; c is partitioned away, then healed.
+
+    Returns 0, or 1 when a node is still not HEALTHY 5 s after the run.
+    """
     partition_at, heal_at = args.duration * 0.35, args.duration * 0.6
     stop = threading.Event()
     config = StateConfig(sync_strategy=STRATEGY, pull_timeout=0.3, default_staleness=2.0)
@@ -241,7 +244,12 @@ def run_pykka(args: argparse.Namespace, console: Console) -> int:
             time.sleep(0.05)
         final = pykka_tables(cluster)
         console.print(render(title, STRATEGY_TEXT, final, "finished", args.duration, args.duration))
-        console.print(f"health: {health()}")
+        status = health()
+        console.print(f"health: {status}")
+    unhealthy = {node: name for node, name in status.items() if name != "HEALTHY"}
+    if unhealthy:
+        console.print(f"[red]FAILED:[/] not every node was HEALTHY 5 s after the end: {unhealthy}")
+        return 1
     return 0
 
 

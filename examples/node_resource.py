@@ -2,7 +2,8 @@
 
 ``NodeResource`` is a delta-aware state: peers see only its view (CPU and
 memory), never the private ``api_token``; mutations send small deltas, big
-memory jumps go out at once and tiny CPU wiggles are not sent at all.
+memory jumps go out at once and tiny CPU wiggles are not sent on their own
+(the next update sent carries them, as a snapshot).
 
 Run it: ``python -m examples.node_resource``
 """
@@ -90,8 +91,13 @@ def least_loaded(views: Mapping[str, StateViewObject[Any]]) -> str:
     return min(views, key=lambda node: (views[node].value.cpu_pct, views[node].value.mem_used_mb))
 
 
+def _seen(view: StateViewObject[Any]) -> str:
+    load = view.value
+    return f"age {view.generation.age} (cpu {load.cpu_pct}%, mem {load.mem_used_mb} MB)"
+
+
 def main() -> None:
-    """Three nodes publish loads; each one picks where to route without a network call."""
+    """Three nodes publish loads and route locally; then ``a`` shows both urgencies."""
     from dstate_core import StateConfig, SyncStrategy
     from dstate_core.testing import local_cluster
 
@@ -103,6 +109,25 @@ def main() -> None:
         cluster.advance(2.5)
         for node, shard in shards.items():
             print(node, "routes to", shard.query(least_loaded, max_staleness=5.0))
+
+        # Well before the next periodic sync: only what the urgency pushes reaches b.
+        a, b = shards["a"], shards["b"]
+        for cpu, mem in [(70.5, 3000), (70.5, 4000)]:  # a CPU wobble, then a memory jump
+            before, snapshots = a.state.value.project_view(), b.metrics().snapshots_received
+            a.mutate_with_delta(NodeResource.set_load(cpu, mem))
+            urgency = NodeResource.sync_urgency(before, a.state.value.project_view(), None)
+            cluster.advance(0.0)  # deliver whatever was sent
+            seen = b.snapshot()["a"]
+            if seen.generation != a.state.generation:
+                what = "not sent"
+            elif b.metrics().snapshots_received > snapshots:
+                what = "pushed at once as a snapshot"
+            else:
+                what = "pushed at once as a delta"
+            print(
+                f"a: cpu {before.cpu_pct} -> {cpu}%, mem {before.mem_used_mb} -> {mem} MB: "
+                f"{urgency!r}, {what}; b sees a at {_seen(seen)}"
+            )
 
 
 if __name__ == "__main__":

@@ -89,8 +89,10 @@ def bump(state: CrashCounter) -> int:
 def run_states(kind: str, path: Path, incarnation: int) -> None:
     """Mutate through a real DStateNode, so the engine's persist-before-publish path runs.
 
-    The node's clock starts at ``incarnation`` ms, so a fresh start takes that
-    incarnation; a load that failed would show up as a different one.
+    The node's clock starts at ``incarnation`` ms and there is no ``data_dir``,
+    so a fresh start takes that same incarnation: a load that failed (the
+    engine logs it and starts fresh) shows up only as ``START`` at age 0, which
+    the crash test catches by comparing the age with the one it loaded.
     """
     backend = open_backend(kind, path)
     with local_cluster(["solo"], clock=TestClock(wall_ms=incarnation)) as cluster:

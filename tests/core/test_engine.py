@@ -27,6 +27,7 @@ from dstate_core._errors import (
     DeserializeError,
     ForeignRecordError,
     MutationError,
+    NewerRecordError,
     PersistError,
 )
 from dstate_core._events import (
@@ -1755,11 +1756,14 @@ class TestStartup:
         assert new.own.generation.incarnation > old.own.generation.incarnation
         assert any("storage version 1" in r.getMessage() for r in caplog.records)
 
-    def test_newer_storage_version_starts_fresh(self) -> None:
+    def test_a_newer_storage_version_is_refused_and_never_overwritten(self) -> None:
         store = InMemoryPersistence()
         make_engine(StoredV2, store).mutate(lambda s: setattr(s, "total", 1))
-        engine = make_engine(StoredV1, store)
-        assert engine.own.generation.age == 0
+        saves = store.save_count
+        with pytest.raises(NewerRecordError, match="storage version 2"):
+            make_engine(StoredV1, store)
+        saved = store.saved
+        assert store.save_count == saves and saved is not None and saved.storage_version == 2
 
     def test_a_foreign_record_is_not_overwritten_by_a_fresh_start(self) -> None:
         with pytest.raises(ForeignRecordError):

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dstate_core import DistributedState, Generation, PersistError, StateObject
+from dstate_core import DistributedState, Generation, NewerRecordError, PersistError, StateObject
 from dstate_core._file_persistence import (
     STATE_MAGIC,
     FilePersistence,
@@ -110,7 +110,7 @@ class TestRoundTrip:
         loaded = FilePersistence(path).load()
         assert loaded is not None
         assert loaded.storage_version == 9
-        with pytest.raises(PersistError, match="newer"):
+        with pytest.raises(NewerRecordError, match="newer"):
             Counter.from_storage(loaded.value, loaded.storage_version)
 
     def test_concurrent_saves_leave_one_whole_record(self, path: Path) -> None:

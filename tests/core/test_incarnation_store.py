@@ -129,3 +129,40 @@ def test_source_type(tmp_path: Path) -> None:
     source = IncarnationFile(tmp_path).source()
     assert isinstance(source, PersistentIncarnationSource)
     assert source.store.path == tmp_path / "incarnation"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bit flip", "garbage"])
+def test_corrupt_file_stops_the_node_naming_the_file_and_the_fix(
+    tmp_path: Path, damage: str
+) -> None:
+    """A node never guesses its last incarnation: it refuses to start until the file is fixed."""
+    from dstate_core import DStateNode
+    from dstate_core.testing import SimNetwork, TestClock, TestState
+
+    store = IncarnationFile(tmp_path)
+    store.store(1_699_999_999_000)
+    record = store.path.read_bytes()
+    damaged = {
+        "truncated": record[:-3],
+        "bit flip": record[:20] + bytes([record[20] ^ 0x01]) + record[21:],
+        "garbage": b"not an incarnation record",
+    }[damage]
+    store.path.write_bytes(damaged)
+
+    clock = TestClock(wall_ms=1_700_000_000_000)
+    runtime = SimNetwork(clock).add_runtime("a")
+    try:
+        with pytest.raises(PersistError) as refused:
+            DStateNode(runtime, clock=clock, data_dir=tmp_path)
+        message = str(refused.value)
+        assert str(store.path) in message
+        assert "repair or restore the file, or delete" in message
+        assert store.path.read_bytes() == damaged  # left for the operator to inspect
+
+        store.path.unlink()  # the documented fix, when the clock is past every earlier start
+        node = DStateNode(runtime, clock=clock, data_dir=tmp_path)
+        fresh = node.register(TestState).state.generation.incarnation
+        node.shutdown()
+        assert fresh == clock.wall_ms() and store.load() == fresh
+    finally:
+        runtime.shutdown()

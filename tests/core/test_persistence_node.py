@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -14,9 +15,12 @@ from dstate_core import (
     FilePersistence,
     Generation,
     IncarnationFile,
+    NewerRecordError,
     PersistError,
     SqlitePersistence,
     StateConfig,
+    StateNotRegisteredError,
+    StateObject,
 )
 from dstate_core.testing import SimNetwork, TestClock, local_cluster
 
@@ -104,40 +108,74 @@ def test_no_migration_starts_fresh_with_a_larger_incarnation_and_says_why(
     assert any("storage version 1" in m and "migrate_state" in m for m in warnings), warnings
 
 
-def test_newer_storage_version_is_refused_not_loaded(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+def stored_record(tmp_path: Path, kind: str) -> tuple[StateObject[Any] | None, bytes | None]:
+    """What the backend loads, and the record file's bytes (File only)."""
+    store = BACKENDS[kind](tmp_path)
+    try:
+        loaded = store.load()
+    finally:
+        if isinstance(store, SqlitePersistence):
+            store.close()
+    path = tmp_path / "profile.rec"
+    return loaded, path.read_bytes() if kind == "file" else None
+
+
+@pytest.mark.parametrize("kind", sorted(BACKENDS))
+def test_newer_storage_version_is_refused_not_loaded_nor_overwritten(
+    tmp_path: Path, kind: str
 ) -> None:
+    """A node rolled back to older code must not start fresh and save over the newer record."""
     with local_cluster(["a"]) as cluster:
-        store = FilePersistence(tmp_path / "profile.rec")
-        cluster.node("a").register(ProfileV2, StateConfig(persistence=store)).mutate(
-            lambda s: s.model_copy(update={"first": "Grace"})
-        )
-    caplog.set_level(logging.WARNING, logger="dstate")
-    with local_cluster(["a"]) as cluster:
-        shard = cluster.node("a").register(
-            ProfileV1, StateConfig(persistence=FilePersistence(tmp_path / "profile.rec"))
-        )
-        assert shard.state.value == ProfileV1()
-    assert any("newer than this code" in r.getMessage() for r in caplog.records)
+        store = BACKENDS[kind](tmp_path)
+        shard = cluster.node("a").register(ProfileV2, StateConfig(persistence=store))
+        written = shard.mutate(lambda s: s.model_copy(update={"first": "Grace"}))
+        if isinstance(store, SqlitePersistence):
+            store.close()
+    before, raw_before = stored_record(tmp_path, kind)
+    assert before is not None and before.generation == written and before.storage_version == 2
+
+    with local_cluster(["a"]) as cluster:  # the rolled-back node
+        store = BACKENDS[kind](tmp_path)
+        with pytest.raises(NewerRecordError) as refused:
+            cluster.node("a").register(ProfileV1, StateConfig(persistence=store))
+        assert "profile" not in cluster.node("a").states
+        if isinstance(store, SqlitePersistence):
+            store.close()
+    message = str(refused.value)
+    assert isinstance(refused.value, PersistError)
+    assert (refused.value.stored_version, refused.value.code_version) == (2, 1)
+    for part in ("'profile'", "storage version 2", "STORAGE_VERSION 1", repr(store)):
+        assert part in message, message
+    assert "Deploy code that reads" in message and "move the record" in message
+
+    after, raw_after = stored_record(tmp_path, kind)
+    assert after == before  # the newer record is still there, unchanged
+    assert raw_after == raw_before
 
 
-def test_missing_directory_fails_at_registration_naming_the_path(tmp_path: Path) -> None:
-    missing = tmp_path / "no-such-dir" / "profile.rec"
-    with local_cluster(["a"]) as cluster:
-        with pytest.raises(PersistError, match="no-such-dir"):
-            cluster.node("a").register(
-                ProfileV1, StateConfig(persistence=FilePersistence(missing, "profile"))
-            )
-        assert "profile" not in cluster.node("a").states  # nothing half-registered
+@pytest.mark.parametrize("kind", sorted(BACKENDS))
+def test_missing_directory_fails_at_construction_naming_the_path(tmp_path: Path, kind: str) -> None:
+    """The backends check their directory when built, before any node sees them."""
+    with pytest.raises(PersistError, match="no-such-dir"):
+        BACKENDS[kind](tmp_path / "no-such-dir")
 
 
 def test_directory_removed_after_construction_fails_at_registration(tmp_path: Path) -> None:
     folder = tmp_path / "data"
     folder.mkdir()
-    store = FilePersistence(folder / "profile.rec")
+    store = FilePersistence(folder / "profile.rec")  # the directory exists: accepted
     folder.rmdir()
-    with local_cluster(["a"]) as cluster, pytest.raises(PersistError, match="data"):
-        cluster.node("a").register(ProfileV1, StateConfig(persistence=store))
+    with local_cluster(["a"]) as cluster:
+        node = cluster.node("a")
+        with pytest.raises(PersistError, match=re.escape(str(folder))):
+            node.register(ProfileV1, StateConfig(persistence=store))
+        assert "profile" not in node.states  # nothing half-registered...
+        with pytest.raises(StateNotRegisteredError):
+            node.lookup("profile")
+        folder.mkdir()  # ...so once the directory is back, the same name registers
+        shard = node.register(ProfileV1, StateConfig(persistence=store))
+        shard.mutate(set_name("Ada"))
+    assert (folder / "profile.rec").exists()
 
 
 def test_record_of_another_state_is_refused(tmp_path: Path) -> None:

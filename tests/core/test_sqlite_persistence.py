@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import sqlite3
 import threading
@@ -16,6 +17,7 @@ from dstate_core import (
     DeltaDistributedState,
     DistributedState,
     Generation,
+    NewerRecordError,
     PersistError,
     StateObject,
 )
@@ -152,7 +154,7 @@ class TestRoundTrip:
             loaded = store.load()
         assert loaded is not None
         assert loaded.storage_version == 5
-        with pytest.raises(PersistError, match="newer"):
+        with pytest.raises(NewerRecordError, match="newer"):
             Counter.from_storage(loaded.value, loaded.storage_version)
 
 
@@ -533,20 +535,78 @@ class TestCorruptDatabase:
         assert outcomes["error"] > 100
         assert outcomes["clean"] > 100  # flips in unused space are harmless
 
-    def test_garbage_and_truncated_files(self, db_path: Path, saved: dict[str, Any]) -> None:
+    def test_garbage_file_is_refused(self, db_path: Path, saved: dict[str, Any]) -> None:
+        db_path.write_bytes(b"not a database" * 100)
+        with (
+            SqlitePersistence(db_path, "counter") as store,
+            pytest.raises(PersistError, match=re.escape(str(db_path))),
+        ):
+            store.load()
+
+    def test_truncated_file_is_refused_never_loaded_as_nothing(
+        self, db_path: Path, saved: dict[str, Any], tmp_path: Path
+    ) -> None:
+        """Every cut raises for the state it damages; an intact state loads exactly as saved.
+
+        A cut before the last page fails ``integrity_check`` at open, so every
+        state is refused. A cut in the tail of the last page leaves the b-tree
+        valid (SQLite reads the missing bytes as zeros) but breaks the CRC of
+        the record stored there; the states on intact pages load as committed.
+        """
         original = db_path.read_bytes()
-        for data in (b"not a database" * 100, original[:4096], original[:200]):
-            db_path.write_bytes(data)
-            with SqlitePersistence(db_path, "counter") as store:
-                message = ""
-                try:
-                    loaded = store.load()
-                except PersistError as exc:
-                    message = str(exc)
-                if message:
-                    assert str(db_path) in message
-                else:
-                    assert loaded is None or loaded.value == saved
+        copy = tmp_path / "copy.db"
+        expected = {
+            "counter": ({"value": 1, "pad": "p" * 3000}, 9),
+            "gauge": ({"level": 2.0}, 4),
+            "stock": (saved["stock"], 5),
+        }
+        sizes = [*range(1, len(original) - 200, 41), *range(len(original) - 200, len(original))]
+        outcomes: dict[str, set[str]] = {"error": set(), "intact": set()}
+        for size in sizes:
+            refused = []
+            for name, (value, age) in expected.items():
+                copy.write_bytes(original[:size])
+                for suffix in ("-wal", "-shm"):
+                    copy.with_name(copy.name + suffix).unlink(missing_ok=True)
+                store = (
+                    SqlitePersistence(copy, state_type=Stock)
+                    if name == "stock"
+                    else SqlitePersistence(copy, name)
+                )
+                error = ""
+                with store:
+                    try:
+                        loaded = store.load()
+                    except PersistError as exc:
+                        error = str(exc)
+                if error:
+                    assert str(copy) in error
+                    refused.append(name)
+                    outcomes["error"].add(name)
+                    continue
+                assert loaded is not None, f"cut at {size} of {len(original)} lost {name}"
+                assert (loaded.value, loaded.generation) == (value, Generation(INCARNATION, age))
+                outcomes["intact"].add(name)
+            assert refused, f"a cut at {size} of {len(original)} bytes went unnoticed"
+        assert outcomes == {"error": set(expected), "intact": {"counter", "gauge"}}
+
+    @pytest.mark.parametrize("stub", [b"S", b"SQLite format 3"])
+    def test_header_stub_is_refused_not_reinitialised(self, db_path: Path, stub: bytes) -> None:
+        """SQLite itself would take a 1-byte file for an empty database and overwrite it."""
+        db_path.write_bytes(stub)
+        with (
+            SqlitePersistence(db_path, "counter") as store,
+            pytest.raises(PersistError, match=r"not an SQLite database.*move it away"),
+        ):
+            store.load()
+        assert db_path.read_bytes() == stub
+
+    def test_empty_file_is_an_empty_database(self, db_path: Path, saved: dict[str, Any]) -> None:
+        """The one cut that loads as nothing: a 0-byte file is an empty database,
+        the same as one created and never committed to (SQLite writes whole pages)."""
+        db_path.write_bytes(b"")
+        with SqlitePersistence(db_path, "counter") as store:
+            assert store.load() is None
 
     def test_newer_schema_is_refused(self, db_path: Path, saved: dict[str, Any]) -> None:
         with sqlite3.connect(db_path) as conn:

@@ -14,6 +14,7 @@ from dstate_core import (
     DeltaDistributedState,
     DeserializeError,
     DistributedState,
+    NewerRecordError,
     PersistError,
     SyncUrgency,
 )
@@ -339,8 +340,11 @@ class TestStorage:
         assert TestState.from_storage(state, 1) is state
 
     def test_newer_storage_version_is_refused(self) -> None:
-        with pytest.raises(PersistError, match="newer"):
+        with pytest.raises(NewerRecordError, match="newer") as refused:
             TestState.from_storage({"value": 1}, 2)
+        assert isinstance(refused.value, PersistError)
+        assert (refused.value.state_name, refused.value.stored_version) == ("test_state", 2)
+        assert refused.value.code_version == 1
 
     def test_default_migrate_state_raises_persist_error(self) -> None:
         with pytest.raises(PersistError, match="migrate_state"):
@@ -399,3 +403,19 @@ class TestStorage:
     def test_change_type_is_exported_shape(self) -> None:
         change = TestDeltaChange("k", 1, 2)
         assert TestDeltaState.project_delta(change) == TestDeltaDelta(key="k", value=1, total=2)
+
+
+def test_newer_record_error_survives_pickling() -> None:
+    import pickle
+
+    from dstate_core import NewerRecordError
+
+    error = NewerRecordError("counter", 3, 1, "FilePersistence('x')")
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.state_name, copy.stored_version, copy.code_version, copy.store) == (
+        "counter",
+        3,
+        1,
+        "FilePersistence('x')",
+    )
+    assert str(copy) == str(error)

@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
+from dstate_core import SyncUrgency
 from examples import node_resource, walkthrough
+from examples.node_resource import NodeResource, NodeResourceDelta, NodeResourceView
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,7 +44,37 @@ def test_node_resource_example_routes_to_the_least_loaded(
         "a routes to b",
         "b routes to b",
         "c routes to b",
+        # the tiny CPU change is suppressed: b keeps a's older load...
+        "a: cpu 70.0 -> 70.5%, mem 3000 -> 3000 MB: SyncUrgency.SUPPRESS, not sent; "
+        "b sees a at age 1 (cpu 70.0%, mem 3000 MB)",
+        # ...until the memory jump is pushed at once, carrying both changes in a snapshot
+        "a: cpu 70.5 -> 70.5%, mem 3000 -> 4000 MB: SyncUrgency.IMMEDIATE, pushed at once "
+        "as a snapshot; b sees a at age 3 (cpu 70.5%, mem 4000 MB)",
     ]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ((50.0, 1000), (50.0, 1513), SyncUrgency.IMMEDIATE),  # memory up by more than 512 MB
+        ((50.0, 1513), (50.0, 1000), SyncUrgency.IMMEDIATE),  # ...or down
+        ((50.0, 1000), (50.1, 1512), SyncUrgency.SUPPRESS),  # 512 MB is not a big jump
+        ((50.0, 1000), (99.0, 2000), SyncUrgency.IMMEDIATE),  # memory wins over CPU
+        ((50.0, 1000), (51.9, 1000), SyncUrgency.SUPPRESS),  # CPU up by less than 2 points
+        ((50.0, 1000), (48.1, 1000), SyncUrgency.SUPPRESS),  # ...or down
+        ((50.0, 1000), (50.0, 1000), SyncUrgency.SUPPRESS),  # no change at all
+        ((50.0, 1000), (52.0, 1000), SyncUrgency.DEFAULT),  # 2 points is not tiny
+        ((50.0, 1000), (40.0, 1100), SyncUrgency.DEFAULT),
+    ],
+)
+def test_node_resource_sync_urgency_decisions(
+    old: tuple[float, int], new: tuple[float, int], expected: SyncUrgency
+) -> None:
+    def view(load: tuple[float, int]) -> NodeResourceView:
+        return NodeResourceView(cpu_pct=load[0], mem_used_mb=load[1])
+
+    delta = NodeResourceDelta(cpu_pct=new[0], mem_used_mb=new[1])
+    assert NodeResource.sync_urgency(view(old), view(new), delta) == expected
 
 
 def test_live_demo_runs_partitions_heals_and_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
@@ -53,6 +85,26 @@ def test_live_demo_runs_partitions_heals_and_exits_zero(capsys: pytest.CaptureFi
     assert "c is partitioned away" in out
     assert "healed" in out
     assert "health: {'a': 'HEALTHY', 'b': 'HEALTHY', 'c': 'HEALTHY'}" in out
+
+
+def test_live_demo_exits_one_when_a_node_never_gets_healthy(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dstate_core import DStateNode, HealthStatus, SystemHealth
+    from examples import demo
+
+    real = DStateNode.health_check
+
+    def health_check(node: DStateNode) -> SystemHealth:
+        if node.node_id == "c":
+            return SystemHealth(HealthStatus.DEGRADED, [])
+        return real(node)
+
+    monkeypatch.setattr(DStateNode, "health_check", health_check)
+    assert demo.main(["--duration", "3", "--plain"]) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "health: {'a': 'HEALTHY', 'b': 'HEALTHY', 'c': 'DEGRADED'}" in out
+    assert "FAILED: not every node was HEALTHY 5 s after the end: {'c': 'DEGRADED'}" in out
 
 
 def test_live_demo_on_node_processes_kills_restarts_c_and_leaves_nothing(
