@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import pytest
 
 from dstate_pykka import PykkaNetwork, PykkaRuntime
-
-from .helpers import wait_until
+from tests.threads import no_thread_outlives
 
 #: How long the threads of a closed runtime or cluster may take to end.
 THREADS_DEADLINE = 5.0
@@ -18,16 +16,8 @@ THREADS_DEADLINE = 5.0
 @pytest.fixture(autouse=True)
 def _no_thread_outlives_the_test() -> Iterator[None]:
     """Every test, its bad-input cases included, ends with no thread it started."""
-    before = set(threading.enumerate())
-    yield
-    leaked: set[threading.Thread] = set()
-
-    def settled() -> bool:
-        leaked.clear()
-        leaked.update(t for t in set(threading.enumerate()) - before if t.is_alive())
-        return not leaked
-
-    assert wait_until(settled, THREADS_DEADLINE), sorted(t.name for t in leaked)
+    with no_thread_outlives(THREADS_DEADLINE):
+        yield
 
 
 @pytest.fixture

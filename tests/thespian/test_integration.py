@@ -9,7 +9,6 @@ misses; see ``dstate_thespian.CONVENTION_TIMING``), so those tests take seconds.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -22,6 +21,7 @@ from dstate_core.testing import TestState
 from dstate_thespian import ThespianCluster, ThespianRuntime, local_cluster
 from dstate_thespian._system import port_open
 from dstate_thespian._thespian import failure_detection_bound
+from tests.threads import no_thread_outlives
 
 from .harness import listening_ports, wait_until
 
@@ -34,16 +34,8 @@ Views = Mapping[str, StateViewObject[Any]]
 
 @pytest.fixture(autouse=True)
 def _no_thread_outlives_the_test() -> Iterator[None]:
-    before = set(threading.enumerate())
-    yield
-    leaked: set[threading.Thread] = set()
-
-    def settled() -> bool:
-        leaked.clear()
-        leaked.update(t for t in set(threading.enumerate()) - before if t.is_alive())
-        return not leaked
-
-    assert wait_until(settled, DEADLINE), sorted(t.name for t in leaked)
+    with no_thread_outlives(DEADLINE):
+        yield
 
 
 def values(views: Views) -> dict[str, int]:
