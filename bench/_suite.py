@@ -76,8 +76,8 @@ def persistence_tables(tick: Tick) -> list[Table]:
     """``bench.persistence`` (quick counts): save latency per backend beside bare fsync."""
     from bench import persistence as p
     from dstate_core import Generation, StateObject
-    from dstate_core._file_persistence import FilePersistence
-    from dstate_core._sqlite_persistence import SqlitePersistence
+    from dstate_core.persistence._file import FilePersistence
+    from dstate_core.persistence._sqlite import SqlitePersistence
 
     table = Table(
         "Persistence: save latency per backend",

@@ -46,10 +46,10 @@ from dstate_core import (
     SyncStrategy,
     SyncUrgency,
 )
-from dstate_core._copying import copy_model
-from dstate_core._messages import DeltaUpdate, FullSnapshot
-from dstate_core._wire import WireCodec
+from dstate_core.model._copy import copy_model
 from dstate_core.testing import local_cluster
+from dstate_core.wire._codec import WireCodec
+from dstate_core.wire._messages import DeltaUpdate, FullSnapshot
 
 __all__ = ["STEPS", "main", "tables"]
 

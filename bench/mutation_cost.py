@@ -6,7 +6,7 @@ Every state here is a ``DeltaDistributedState`` with a small public counter
 (its view) and a private ``payload`` of a given kind and size that no
 mutation touches. For each payload:
 
-* ``copy_model``: ``dstate_core._copying.copy_model`` of the state, the copy a
+* ``copy_model``: ``dstate_core.model._copy.copy_model`` of the state, the copy a
   mutation works on (immutable values are shared, containers rebuilt);
 * ``copy.deepcopy`` of the same state (baseline);
 * ``mutate_with_delta`` incrementing the counter on a 3-node deterministic
@@ -27,7 +27,7 @@ from pydantic import BaseModel
 
 from bench._report import Table, Tick, fmt_seconds, no_tick, print_tables, ratio
 from dstate_core import DeltaDistributedState, StateConfig, SyncStrategy
-from dstate_core._copying import copy_model
+from dstate_core.model._copy import copy_model
 from dstate_core.testing import local_cluster
 
 __all__ = ["STEPS", "main", "tables"]

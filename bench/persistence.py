@@ -35,8 +35,8 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from dstate_core import DeltaDistributedState, Generation, StateObject
-from dstate_core._file_persistence import FilePersistence
-from dstate_core._sqlite_persistence import SqlitePersistence
+from dstate_core.persistence._file import FilePersistence
+from dstate_core.persistence._sqlite import SqlitePersistence
 
 INCARNATION = 1_700_000_000_000
 #: Saves per record size with ``--quick`` (and in ``python -m bench``): enough

@@ -45,9 +45,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from dstate_core import StateConfig, StateViewObject, SyncStrategy
-from dstate_core._local_cluster import LocalClusterBase
 from dstate_core.testing import TestState
 from dstate_core.testing import local_cluster as deterministic_cluster
+from dstate_core.testing._cluster_base import LocalClusterBase
 from dstate_pykka import local_cluster as pykka_cluster
 
 NODES = ["a", "b", "c"]

@@ -4,22 +4,22 @@ Each node owns one shard of every registered state and reads every other
 node's shard from local memory; the library keeps those views fresh.
 """
 
-from ._clock import Clock, SystemClock
-from ._config import (
+from .model._clock import Clock, SystemClock
+from .model._config import (
     ChangeFeedConfig,
     PushMode,
     StateConfig,
     SyncStrategy,
     VersionMismatchPolicy,
 )
-from ._diagnostics import (
+from .model._diagnostics import (
     HealthStatus,
     PeerSyncStatus,
     StateHealth,
     StateSyncMetrics,
     SystemHealth,
 )
-from ._errors import (
+from .model._errors import (
     ActorSendError,
     DeserializeError,
     DStateError,
@@ -36,12 +36,14 @@ from ._errors import (
     StateNotRegisteredError,
     TypeMismatchError,
 )
-from ._file_persistence import FilePersistence
-from ._generation import Generation, StateObject, StateViewObject
-from ._incarnation_store import IncarnationFile
-from ._node import DStateNode
-from ._persistence import StatePersistence
-from ._runtime import (
+from .model._generation import Generation, StateObject, StateViewObject
+from .model._state import DeltaDistributedState, DistributedState
+from .model._urgency import SyncUrgency
+from .persistence._file import FilePersistence
+from .persistence._incarnations import IncarnationFile
+from .persistence._protocol import StatePersistence
+from .persistence._sqlite import SqlitePersistence
+from .runtime._protocol import (
     ActorAskTimeout,
     ActorRef,
     ActorRuntime,
@@ -54,11 +56,9 @@ from ._runtime import (
     SubscriptionId,
     TimerHandle,
 )
-from ._shard import Projection, Shard, Subscription, ViewCallback
-from ._sqlite_persistence import SqlitePersistence
-from ._state import DeltaDistributedState, DistributedState
-from ._urgency import SyncUrgency
-from ._wire import DecodeReason, WireDecodeError
+from .shell._node import DStateNode
+from .shell._shard import Projection, Shard, Subscription, ViewCallback
+from .wire._codec import DecodeReason, WireDecodeError
 
 __all__ = [
     "ActorAskTimeout",

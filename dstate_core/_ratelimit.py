@@ -6,7 +6,7 @@ import logging
 import threading
 from typing import Any
 
-from ._clock import Clock
+from .model._clock import Clock
 
 __all__ = ["MAX_KEYS", "DropLog", "RateLimitedLog"]
 

@@ -1,4 +1,4 @@
-"""dstate on Pykka: an :class:`~dstate_core._runtime.ActorRuntime` on Pykka threads.
+"""dstate on Pykka: an :class:`~dstate_core.runtime.ActorRuntime` on Pykka threads.
 
 Build an in-process cluster by giving several runtimes one network::
 
@@ -8,7 +8,7 @@ Build an in-process cluster by giving several runtimes one network::
     network.close()  # shuts every runtime down
 """
 
-from dstate_core._scheduler import ScheduledTimer
+from dstate_core.runtime._scheduler import ScheduledTimer
 
 from ._actor import PykkaActorRef
 from ._cluster import PykkaCluster, local_cluster

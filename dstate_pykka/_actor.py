@@ -17,8 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
-from dstate_core._errors import ActorSendError
-from dstate_core._runtime import ActorAskTimeout, Handler, PendingReply, check_positive_seconds
+from dstate_core.model._errors import ActorSendError
+from dstate_core.runtime._protocol import (
+    ActorAskTimeout,
+    Handler,
+    PendingReply,
+    check_positive_seconds,
+)
 
 if TYPE_CHECKING:
     from ._runtime import PykkaRuntime

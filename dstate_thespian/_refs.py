@@ -1,6 +1,6 @@
 """``ThespianActorRef``: a handle to a local thread actor or to an actor on another node (SPEC §8).
 
-A local ref wraps the :class:`~dstate_core._threaded.ThreadedActor` in this
+A local ref wraps the :class:`~dstate_core.runtime._threaded.ThreadedActor` in this
 process and carries any object. A remote ref is only ``(node, name)`` as seen
 from one runtime (its *origin*): its messages must be ``bytes`` and travel as
 parcels through the origin's gateway.
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dstate_core._errors import DStateError
-from dstate_core._threaded import ThreadedActor
+from dstate_core.model._errors import DStateError
+from dstate_core.runtime._threaded import ThreadedActor
 
 if TYPE_CHECKING:
     from ._runtime import ThespianRuntime

@@ -11,11 +11,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from .._config import ChangeFeedConfig
-from .._local_cluster import LocalClusterBase
-from .._runtime import ActorRef, ActorRuntime
-from .._wire import DEFAULT_MAX_MESSAGE_BYTES
+from ..model._config import ChangeFeedConfig
+from ..runtime._protocol import ActorRef, ActorRuntime
+from ..wire._codec import DEFAULT_MAX_MESSAGE_BYTES
 from ._clock import TestClock
+from ._cluster_base import LocalClusterBase
 from ._simnet import SimNetwork
 
 __all__ = ["DeterministicCluster", "local_cluster"]

@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from .._errors import PersistError
-from .._generation import StateObject
-from .._state import DistributedState
+from ..model._errors import PersistError
+from ..model._generation import StateObject
+from ..model._state import DistributedState
 
 __all__ = ["FailingPersistence", "InMemoryPersistence"]
 

@@ -1,4 +1,4 @@
-"""``TestRuntime``: the deterministic :class:`~dstate_core._runtime.ActorRuntime` (SPEC §8, §12).
+"""``TestRuntime``: the deterministic :class:`~dstate_core.runtime.ActorRuntime` (SPEC §8, §12).
 
 A ``TestRuntime`` is one node of a :class:`~dstate_core.testing.SimNetwork`. It
 owns its actors (name -> handler + FIFO mailbox), but never runs anything on
@@ -17,8 +17,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._errors import ActorSendError, NodeShutdownError
-from .._runtime import (
+from ..model._errors import ActorSendError, NodeShutdownError
+from ..runtime._protocol import (
     ActorRef,
     ClusterEvent,
     Handler,

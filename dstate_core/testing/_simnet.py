@@ -31,8 +31,9 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeAlias
 
-from .._errors import ActorSendError
-from .._runtime import (
+from ..model._errors import ActorSendError
+from ..runtime._faults import LinkModel, non_negative_seconds
+from ..runtime._protocol import (
     ActorAskTimeout,
     ActorRef,
     NodeJoined,
@@ -41,7 +42,6 @@ from .._runtime import (
     check_positive_seconds,
 )
 from ._clock import TestClock
-from ._faults import LinkModel, non_negative_seconds
 from ._runtime import TestActorRef, TestRuntime, TestTimerHandle, _Actor, _AskSlot
 
 __all__ = ["SimNetwork"]

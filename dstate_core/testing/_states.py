@@ -18,8 +18,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
-from .._state import DeltaDistributedState, DistributedState
-from .._urgency import SyncUrgency
+from ..model._state import DeltaDistributedState, DistributedState
+from ..model._urgency import SyncUrgency
 
 __all__ = [
     "TestDeltaChange",

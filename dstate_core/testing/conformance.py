@@ -1,4 +1,4 @@
-"""A pytest conformance suite for any :class:`~dstate_core._runtime.ActorRuntime` (SPEC §8).
+"""A pytest conformance suite for any :class:`~dstate_core.runtime.ActorRuntime` (SPEC §8).
 
 Subclass :class:`RuntimeConformanceSuite` in a test module, name the subclass
 ``Test...`` and give it a ``harness`` fixture that yields a fresh
@@ -26,8 +26,8 @@ from typing import Any, ClassVar, Protocol
 
 import pytest
 
-from .._errors import ActorSendError, DStateError
-from .._runtime import (
+from ..model._errors import ActorSendError, DStateError
+from ..runtime._protocol import (
     ActorRef,
     ActorRuntime,
     ClusterEvent,

@@ -20,9 +20,9 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from dstate_core import DeltaDistributedState, StateConfig
-from dstate_core._file_persistence import FilePersistence
-from dstate_core._incarnation_store import IncarnationFile
-from dstate_core._sqlite_persistence import SqlitePersistence
+from dstate_core.persistence._file import FilePersistence
+from dstate_core.persistence._incarnations import IncarnationFile
+from dstate_core.persistence._sqlite import SqlitePersistence
 from dstate_core.testing import TestClock, local_cluster
 
 PAD = "x" * 2048  # big enough that a torn write would show

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dstate_core._actions import (
+from dstate_core.engine._actions import (
     Action,
     AnnounceChange,
     Broadcast,
@@ -26,15 +26,15 @@ from dstate_core._actions import (
     SendTo,
     StartTimer,
 )
-from dstate_core._config import ChangeFeedConfig, StateConfig
-from dstate_core._engine import ShardEngine
-from dstate_core._events import PeerJoined, PeerLeft, QueryStarted, TimerFired
-from dstate_core._feed import FEED_TIMER, ChangeFeedAggregator
-from dstate_core._generation import IncarnationSource
-from dstate_core._inbox import InboundRouter
-from dstate_core._messages import Message
-from dstate_core._wire import WireCodec
+from dstate_core.engine._engine import ShardEngine
+from dstate_core.engine._events import PeerJoined, PeerLeft, QueryStarted, TimerFired
+from dstate_core.engine._feed import FEED_TIMER, ChangeFeedAggregator
+from dstate_core.model._config import ChangeFeedConfig, StateConfig
+from dstate_core.model._generation import IncarnationSource
+from dstate_core.shell._inbox import InboundRouter
 from dstate_core.testing import TestClock
+from dstate_core.wire._codec import WireCodec
+from dstate_core.wire._messages import Message
 
 FEED = "feed"
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from dstate_core._copying import copy_model
+from dstate_core.model._copy import copy_model
 
 
 class Color(enum.Enum):

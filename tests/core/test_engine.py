@@ -13,24 +13,9 @@ from typing import Any, ClassVar
 import pytest
 from pydantic import BaseModel
 
-from dstate_core._actions import CancelTimer, FinishQuery, NotifyView, SendTo, StartTimer
-from dstate_core._config import PushMode, StateConfig, SyncStrategy, VersionMismatchPolicy
-from dstate_core._diagnostics import (
-    HealthStatus,
-    PeerSyncStatus,
-    StateSyncMetrics,
-    SystemHealth,
-    grade_state,
-)
-from dstate_core._engine import ShardEngine
-from dstate_core._errors import (
-    DeserializeError,
-    ForeignRecordError,
-    MutationError,
-    NewerRecordError,
-    PersistError,
-)
-from dstate_core._events import (
+from dstate_core.engine._actions import CancelTimer, FinishQuery, NotifyView, SendTo, StartTimer
+from dstate_core.engine._engine import ShardEngine
+from dstate_core.engine._events import (
     ChangeAnnounced,
     MessageReceived,
     PeerJoined,
@@ -38,23 +23,28 @@ from dstate_core._events import (
     QueryStarted,
     TimerFired,
 )
-from dstate_core._feed import FEED_TIMER
-from dstate_core._generation import Generation, IncarnationSource, StateObject
-from dstate_core._messages import (
-    BatchedChangeFeed,
-    ChangeNotification,
-    DeltaUpdate,
-    FullSnapshot,
-    Message,
-    RequestSnapshot,
-    SnapshotReply,
+from dstate_core.engine._feed import FEED_TIMER
+from dstate_core.engine._publisher import DELAYED_TIMER, PERIODIC_TIMER
+from dstate_core.engine._pulls import PullTracker
+from dstate_core.model._config import PushMode, StateConfig, SyncStrategy, VersionMismatchPolicy
+from dstate_core.model._diagnostics import (
+    HealthStatus,
+    PeerSyncStatus,
+    StateSyncMetrics,
+    SystemHealth,
+    grade_state,
 )
-from dstate_core._plain import pack, unpack
-from dstate_core._publisher import DELAYED_TIMER, PERIODIC_TIMER
-from dstate_core._pulls import PullTracker
-from dstate_core._state import DistributedState
-from dstate_core._urgency import SyncUrgency
-from dstate_core._wire import WireCodec
+from dstate_core.model._errors import (
+    DeserializeError,
+    ForeignRecordError,
+    MutationError,
+    NewerRecordError,
+    PersistError,
+)
+from dstate_core.model._generation import Generation, IncarnationSource, StateObject
+from dstate_core.model._msgpack import pack, unpack
+from dstate_core.model._state import DistributedState
+from dstate_core.model._urgency import SyncUrgency
 from dstate_core.testing import (
     FailingPersistence,
     InMemoryPersistence,
@@ -63,6 +53,16 @@ from dstate_core.testing import (
     TestState,
 )
 from dstate_core.testing._states import TestDeltaView, UrgentDeltaState
+from dstate_core.wire._codec import WireCodec
+from dstate_core.wire._messages import (
+    BatchedChangeFeed,
+    ChangeNotification,
+    DeltaUpdate,
+    FullSnapshot,
+    Message,
+    RequestSnapshot,
+    SnapshotReply,
+)
 
 from .engine_net import EngineNet
 
@@ -2052,7 +2052,7 @@ class TestCoalescedQueriesKeepTheirOwnBound:
     """Two queries share one pull, but each is answered against its own bound."""
 
     def test_a_push_after_the_request_satisfies_only_the_looser_query(self) -> None:
-        from dstate_core._messages import SnapshotReply
+        from dstate_core.wire._messages import SnapshotReply
 
         net = EngineNet(TestState, ["a", "b"], StateConfig(pull_timeout=2.0))
         net.run()

@@ -6,12 +6,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dstate_core._actions import Broadcast, StartTimer
-from dstate_core._config import ChangeFeedConfig
-from dstate_core._feed import FEED_TIMER, ChangeFeedAggregator
-from dstate_core._generation import Generation
-from dstate_core._messages import BatchedChangeFeed, ChangeNotification
-from dstate_core._wire import WireCodec
+from dstate_core.engine._actions import Broadcast, StartTimer
+from dstate_core.engine._feed import FEED_TIMER, ChangeFeedAggregator
+from dstate_core.model._config import ChangeFeedConfig
+from dstate_core.model._generation import Generation
+from dstate_core.wire._codec import WireCodec
+from dstate_core.wire._messages import BatchedChangeFeed, ChangeNotification
 
 CODEC = WireCodec()
 

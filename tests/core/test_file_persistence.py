@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dstate_core import DistributedState, Generation, NewerRecordError, PersistError, StateObject
-from dstate_core._file_persistence import (
+from dstate_core.persistence._file import (
     STATE_MAGIC,
     FilePersistence,
     decode_frame,
@@ -447,7 +447,7 @@ class TestTempFiles:
     def test_directory_fsync_failure_is_reported(
         self, path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        import dstate_core._file_persistence as module
+        import dstate_core.persistence._file as module
 
         def broken(directory: Path) -> None:
             raise OSError(errno.EIO, "Input/output error")

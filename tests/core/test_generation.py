@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dstate_core import Generation, StateObject, StateViewObject
-from dstate_core._generation import IncarnationSource
+from dstate_core.model._generation import IncarnationSource
 
 naturals = st.integers(min_value=0, max_value=2**63)
 generations = st.builds(Generation, naturals, naturals)

@@ -9,10 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dstate_core._events import ChangeAnnounced, MessageReceived
-from dstate_core._generation import Generation
-from dstate_core._inbox import InboundRouter
-from dstate_core._messages import (
+from dstate_core.engine._events import ChangeAnnounced, MessageReceived
+from dstate_core.model._generation import Generation
+from dstate_core.shell._inbox import InboundRouter
+from dstate_core.testing import TestClock
+from dstate_core.wire._codec import WireCodec
+from dstate_core.wire._messages import (
     BatchedChangeFeed,
     ChangeNotification,
     DeltaUpdate,
@@ -20,8 +22,6 @@ from dstate_core._messages import (
     RequestSnapshot,
     SnapshotReply,
 )
-from dstate_core._wire import WireCodec
-from dstate_core.testing import TestClock
 
 G = Generation(5, 1)
 SNAP = FullSnapshot("s", "b", G, 1, b"\x80", 0, 0)

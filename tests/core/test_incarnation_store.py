@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from dstate_core import PersistError
-from dstate_core._generation import IncarnationSource
-from dstate_core._incarnation_store import IncarnationFile, PersistentIncarnationSource
+from dstate_core.model._generation import IncarnationSource
+from dstate_core.persistence._incarnations import IncarnationFile, PersistentIncarnationSource
 
 from .test_file_persistence import assert_read_only_refused
 
@@ -85,7 +85,7 @@ def test_corrupt_file_at_every_offset(tmp_path: Path) -> None:
 
 
 def test_malformed_payload(tmp_path: Path) -> None:
-    from dstate_core._file_persistence import INCARNATION_MAGIC, encode_frame
+    from dstate_core.persistence._file import INCARNATION_MAGIC, encode_frame
 
     store = IncarnationFile(tmp_path)
     for payload, message in (([1], "malformed"), ({"incarnation": -1}, "'incarnation'")):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dstate_core._local_groups import LocalGroups
+from dstate_core.runtime._groups import LocalGroups
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dstate_core._generation import Generation
-from dstate_core._membership import Membership
+from dstate_core.engine._membership import Membership
+from dstate_core.model._generation import Generation
 
 G = Generation
 

@@ -30,8 +30,6 @@ from dstate_core import (
     SyncStrategy,
     TypeMismatchError,
 )
-from dstate_core._messages import FullSnapshot
-from dstate_core._wire import WireCodec
 from dstate_core.testing import (
     DeterministicCluster,
     InMemoryPersistence,
@@ -39,6 +37,8 @@ from dstate_core.testing import (
     TestState,
     local_cluster,
 )
+from dstate_core.wire._codec import WireCodec
+from dstate_core.wire._messages import FullSnapshot
 
 NODES = ["a", "b", "c"]
 
@@ -661,9 +661,9 @@ def test_node_repr_names_it(cluster: DeterministicCluster) -> None:
 def test_frames_refused_by_a_shard_are_counted_at_the_node() -> None:
     """A well-formed frame from a non-member is refused by the shard and counted by reason."""
     from dstate_core import Generation
-    from dstate_core._messages import FullSnapshot
-    from dstate_core._wire import WireCodec
     from dstate_core.testing import TestState, local_cluster
+    from dstate_core.wire._codec import WireCodec
+    from dstate_core.wire._messages import FullSnapshot
 
     with local_cluster(["a", "b"]) as cluster:
         shard = cluster.node("a").register(TestState)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from dstate_core._incarnation_store import IncarnationFile
+from dstate_core.persistence._incarnations import IncarnationFile
 
 from ._crash_child import PAD, CrashCounter, open_backend
 

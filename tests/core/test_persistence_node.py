@@ -207,7 +207,7 @@ def test_data_dir_incarnations_never_repeat_across_restarts(tmp_path: Path) -> N
 
 
 def test_data_dir_and_incarnations_are_exclusive(tmp_path: Path) -> None:
-    from dstate_core._generation import IncarnationSource
+    from dstate_core.model._generation import IncarnationSource
 
     runtime = SimNetwork(TestClock()).add_runtime("a")
     with pytest.raises(ValueError, match="either"):

@@ -16,17 +16,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dstate_core._actions import Action, Broadcast, CancelTimer, SendTo, StartTimer
-from dstate_core._config import PushMode, StateConfig, SyncStrategy
-from dstate_core._engine import ShardEngine
-from dstate_core._errors import MutationError
-from dstate_core._events import MessageReceived, PeerJoined, TimerFired
-from dstate_core._generation import Generation, IncarnationSource
-from dstate_core._inbox import InboundRouter
-from dstate_core._messages import RequestSnapshot
-from dstate_core._wire import WireCodec
+from dstate_core.engine._actions import Action, Broadcast, CancelTimer, SendTo, StartTimer
+from dstate_core.engine._engine import ShardEngine
+from dstate_core.engine._events import MessageReceived, PeerJoined, TimerFired
+from dstate_core.model._config import PushMode, StateConfig, SyncStrategy
+from dstate_core.model._errors import MutationError
+from dstate_core.model._generation import Generation, IncarnationSource
+from dstate_core.shell._inbox import InboundRouter
 from dstate_core.testing import FailingPersistence, TestClock, TestState
 from dstate_core.testing._states import TestDeltaChange, UrgentDeltaState
+from dstate_core.wire._codec import WireCodec
+from dstate_core.wire._messages import RequestSnapshot
 
 from .engine_net import EngineNet
 

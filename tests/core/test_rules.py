@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dstate_core._generation import Generation
-from dstate_core._rules import RULES, Kind, Verdict, judge
+from dstate_core.engine._rules import RULES, Kind, Verdict, judge
+from dstate_core.model._generation import Generation
 
 G = Generation
 SNAP, DELTA = Kind.SNAPSHOT, Kind.DELTA

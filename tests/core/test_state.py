@@ -18,8 +18,8 @@ from dstate_core import (
     PersistError,
     SyncUrgency,
 )
-from dstate_core._plain import pack, unpack
-from dstate_core._state import validate_state_type
+from dstate_core.model._msgpack import pack, unpack
+from dstate_core.model._state import validate_state_type
 from dstate_core.testing._states import (
     TestDeltaChange,
     TestDeltaDelta,

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from dstate_core._errors import ActorSendError
-from dstate_core._runtime import ActorAskTimeout, PendingReply
-from dstate_core._threaded import ThreadedActor, ThreadedActorHost
+from dstate_core.model._errors import ActorSendError
+from dstate_core.runtime._protocol import ActorAskTimeout, PendingReply
+from dstate_core.runtime._threaded import ThreadedActor, ThreadedActorHost
 
 
 def _wait(predicate: Callable[[], bool], timeout: float = 2.0) -> bool:

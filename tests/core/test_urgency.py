@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dstate_core import SyncUrgency
-from dstate_core._urgency import UrgencyKind
+from dstate_core.model._urgency import UrgencyKind
 
 
 class TestConstants:

@@ -10,8 +10,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from dstate_core._generation import Generation, StateViewObject
-from dstate_core._views import PublishedViews, ViewTable
+from dstate_core.engine._views import PublishedViews, ViewTable
+from dstate_core.model._generation import Generation, StateViewObject
 
 OWN = "own"
 NODES = [OWN, "a", "b", "c", "d"]

@@ -1,4 +1,4 @@
-"""Tests for the wire codec (``dstate_core._wire``, SPEC §9)."""
+"""Tests for the wire codec (``dstate_core.wire._codec``, SPEC §9)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dstate_core._errors import DStateError
-from dstate_core._generation import Generation
-from dstate_core._messages import (
+from dstate_core.model._errors import DStateError
+from dstate_core.model._generation import Generation
+from dstate_core.wire._codec import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    MAX_NAME_LENGTH,
+    PROTOCOL_VERSION,
+    DecodeReason,
+    WireCodec,
+    WireDecodeError,
+)
+from dstate_core.wire._messages import (
     BatchedChangeFeed,
     ChangeNotification,
     DeltaUpdate,
@@ -22,14 +30,6 @@ from dstate_core._messages import (
     Message,
     RequestSnapshot,
     SnapshotReply,
-)
-from dstate_core._wire import (
-    DEFAULT_MAX_MESSAGE_BYTES,
-    MAX_NAME_LENGTH,
-    PROTOCOL_VERSION,
-    DecodeReason,
-    WireCodec,
-    WireDecodeError,
 )
 
 SECRET = b"cluster-secret"

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
-from dstate_core._runtime import ActorRuntime
+from dstate_core.runtime._protocol import ActorRuntime
 from dstate_core.testing.conformance import RuntimeConformanceSuite, RuntimeHarness
 from dstate_pykka import PykkaNetwork, PykkaRuntime
 

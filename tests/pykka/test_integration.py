@@ -27,9 +27,9 @@ from dstate_core import (
     StateViewObject,
     SyncStrategy,
 )
-from dstate_core._messages import FullSnapshot
-from dstate_core._wire import WireCodec
 from dstate_core.testing import InMemoryPersistence, TestDeltaState, TestState
+from dstate_core.wire._codec import WireCodec
+from dstate_core.wire._messages import FullSnapshot
 from dstate_pykka import PykkaCluster, local_cluster
 
 #: How long any condition may take to come true (it usually takes milliseconds).

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from dstate_core import ActorSendError, NodeShutdownError
-from dstate_core._runtime import ActorAskTimeout, ClusterEvent, NodeJoined, NodeLeft
+from dstate_core.runtime._protocol import ActorAskTimeout, ClusterEvent, NodeJoined, NodeLeft
 from dstate_pykka import PykkaNetwork, PykkaRuntime
 
 from .helpers import Recorder, wait_until

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from dstate_core import ActorSendError, NodeShutdownError
-from dstate_core._runtime import (
+from dstate_core.runtime._protocol import (
     ActorAskTimeout,
     ActorRef,
     ActorRuntime,

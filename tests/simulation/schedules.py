@@ -22,9 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from dstate_core import Generation, StalePeerError, StateConfig, SyncStrategy
-from dstate_core._engine import PROBE_BACKOFF_CAP
-from dstate_core._messages import FullSnapshot
-from dstate_core._wire import WireCodec
+from dstate_core.engine._engine import PROBE_BACKOFF_CAP
 from dstate_core.testing import (
     DeterministicCluster,
     InMemoryPersistence,
@@ -32,6 +30,8 @@ from dstate_core.testing import (
     TestState,
     UrgentDeltaState,
 )
+from dstate_core.wire._codec import WireCodec
+from dstate_core.wire._messages import FullSnapshot
 
 FAILURE_TIMEOUT = 3.0
 SYNC_INTERVAL = 2.0

@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 
 from dstate_core import ActorSendError, NodeShutdownError
-from dstate_core._runtime import ActorAskTimeout, ClusterEvent, NodeJoined, NodeLeft, PendingReply
+from dstate_core.runtime._protocol import (
+    ActorAskTimeout,
+    ClusterEvent,
+    NodeJoined,
+    NodeLeft,
+    PendingReply,
+)
 from dstate_core.testing._clock import TestClock
 from dstate_core.testing._runtime import TestActorRef, TestRuntime
 from dstate_core.testing._simnet import SimNetwork

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dstate_core import DeltaDistributedState, DistributedState, SyncUrgency
-from dstate_core._state import validate_state_type
+from dstate_core.model._state import validate_state_type
 from dstate_core.testing._states import (
     TestDeltaChange,
     TestDeltaDelta,

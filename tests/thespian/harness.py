@@ -6,7 +6,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 
-from dstate_core._runtime import ActorRuntime
+from dstate_core.runtime._protocol import ActorRuntime
 from dstate_thespian import InProcessConvention, ThespianRuntime
 from dstate_thespian._system import port_open
 

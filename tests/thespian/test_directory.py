@@ -8,7 +8,7 @@ import threading
 import msgpack
 import pytest
 
-from dstate_core._runtime import ClusterEvent, NodeJoined, NodeLeft
+from dstate_core.runtime._protocol import ClusterEvent, NodeJoined, NodeLeft
 from dstate_thespian._directory import Directory, decode_groups, encode_groups
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from dstate_core import ChangeFeedConfig, StalePeerError, StateConfig, StateViewObject
-from dstate_core._runtime import ClusterEvent, NodeLeft
+from dstate_core.runtime._protocol import ClusterEvent, NodeLeft
 from dstate_core.testing import TestState
 from dstate_thespian import ThespianCluster, ThespianRuntime, local_cluster
 from dstate_thespian._system import port_open

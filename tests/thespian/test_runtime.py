@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from dstate_core._errors import ActorSendError, NodeShutdownError
-from dstate_core._runtime import ActorAskTimeout, NodeJoined, NodeLeft
+from dstate_core.model._errors import ActorSendError, NodeShutdownError
+from dstate_core.runtime._protocol import ActorAskTimeout, NodeJoined, NodeLeft
 from dstate_core.testing.conformance import Recorder
 from dstate_thespian import (
     InProcessConvention,

@@ -1,0 +1,53 @@
+"""The sans-IO replication engine: events in, actions out.
+
+A :class:`ShardEngine` holds one node's own shard of one state type and its
+views of every peer's shard; a :class:`ChangeFeedAggregator` batches one
+node's change notifications. Both are driven by events and method calls and
+answer with actions for a shell to carry out; neither touches a socket, a
+thread, a timer or a disk, and both read time only from the
+:class:`~dstate_core.model.Clock` they are given. See ``docs/architecture.md``.
+"""
+
+from ._actions import (
+    Action,
+    AnnounceChange,
+    Broadcast,
+    CancelTimer,
+    FinishQuery,
+    NotifyView,
+    SendTo,
+    StartTimer,
+    TimerKey,
+)
+from ._engine import ShardEngine
+from ._events import (
+    ChangeAnnounced,
+    Event,
+    MessageReceived,
+    PeerJoined,
+    PeerLeft,
+    QueryStarted,
+    TimerFired,
+)
+from ._feed import ChangeFeedAggregator
+
+__all__ = [
+    "Action",
+    "AnnounceChange",
+    "Broadcast",
+    "CancelTimer",
+    "ChangeAnnounced",
+    "ChangeFeedAggregator",
+    "Event",
+    "FinishQuery",
+    "MessageReceived",
+    "NotifyView",
+    "PeerJoined",
+    "PeerLeft",
+    "QueryStarted",
+    "SendTo",
+    "ShardEngine",
+    "StartTimer",
+    "TimerFired",
+    "TimerKey",
+]

@@ -1,0 +1,258 @@
+"""What the owner sends, and when (SPEC §2.3, §3): the push side of a shard engine.
+
+A committed mutation becomes at most one of: a delta or snapshot broadcast now,
+a delayed window, a change-feed announcement, or nothing. Which one follows from
+the change's :class:`SyncUrgency` and the strategy's push mode.
+
+Peers never see a gap they could avoid: the publisher remembers the generation
+it last broadcast, and sends a delta only when that delta directly follows it.
+Otherwise (deltas suppressed, coalesced, or announced only) the next broadcast
+is one full snapshot.
+
+Sending is split in two phases so a mutation can be rolled back: :meth:`prepare`
+encodes everything and changes nothing; :meth:`commit` records it.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from ..model._clock import Clock
+from ..model._config import PushMode, SyncStrategy
+from ..model._diagnostics import MetricCounters
+from ..model._generation import Generation, StateObject
+from ..model._state import DeltaDistributedState, DistributedState
+from ..model._urgency import SyncUrgency, UrgencyKind
+from ..wire._codec import WireCodec
+from ..wire._messages import ChangeNotification, DeltaUpdate, FullSnapshot, SnapshotReply
+from ._actions import Action, AnnounceChange, Broadcast, CancelTimer, SendTo, StartTimer
+
+__all__ = ["DELAYED_TIMER", "PERIODIC_TIMER", "Publisher", "SendPlan"]
+
+PERIODIC_TIMER = ("periodic",)
+DELAYED_TIMER = ("delayed",)
+
+log = logging.getLogger("dstate.engine")
+
+
+class _Step(enum.Enum):
+    NOTHING = "nothing"
+    SUPPRESS = "suppress"
+    BROADCAST = "broadcast"
+    DELAY = "delay"
+    ANNOUNCE = "announce"
+
+
+@dataclass(frozen=True, slots=True)
+class SendPlan:
+    """What :meth:`Publisher.commit` will do for one mutation (already encoded)."""
+
+    step: _Step
+    generation: Generation
+    data: bytes = b""
+    is_delta: bool = False
+    immediate: bool = False
+    delay: float = 0.0
+    delta: BaseModel | None = None
+
+
+@dataclass(slots=True)
+class _Window:
+    deadline: float
+    delta: BaseModel | None
+    generation: Generation
+    count: int
+
+
+class Publisher:
+    """Encodes and schedules the own shard's outgoing updates.
+
+    Concurrency: used only from the shard's mailbox.
+    """
+
+    def __init__(
+        self,
+        state_type: type[DistributedState],
+        strategy: SyncStrategy,
+        node_id: str,
+        codec: WireCodec,
+        metrics: MetricCounters,
+        clock: Clock,
+    ) -> None:
+        self._type = state_type
+        self._delta_type: type[DeltaDistributedState] | None = (
+            state_type if issubclass(state_type, DeltaDistributedState) else None
+        )
+        self._strategy = strategy
+        self._node_id = node_id
+        self._codec = codec
+        self._metrics = metrics
+        self._clock = clock
+        self._broadcast_gen: Generation | None = None
+        self._window: _Window | None = None
+        self._snapshot: FullSnapshot | None = None
+        # The StateObject the cached snapshot was made from: a failed save can leave
+        # a snapshot of an uncommitted state at the generation the next mutation reuses.
+        self._snapshot_of: StateObject[Any] | None = None
+        self._peer_count = 0
+
+    def set_peer_count(self, count: int) -> None:
+        """How many peers a broadcast reaches (for the sent counters)."""
+        self._peer_count = count
+
+    def mark_broadcast(self, generation: Generation) -> None:
+        """Record that peers were given ``generation`` (e.g. at start)."""
+        self._broadcast_gen = generation
+
+    # -- messages -----------------------------------------------------------------
+
+    def snapshot(self, own: StateObject[Any], view: Any) -> FullSnapshot:
+        """The own snapshot of ``own`` (serialized once per committed state object)."""
+        cached = self._snapshot
+        if cached is not None and self._snapshot_of is own:
+            return cached
+        if self._delta_type is not None:
+            payload = self._delta_type.serialize_view(view)
+        else:
+            payload = own.value.serialize_state()
+        snap = FullSnapshot(
+            state_name=self._type.NAME,
+            source_node=self._node_id,
+            generation=own.generation,
+            wire_version=self._type.WIRE_VERSION,
+            payload=payload,
+            created_time=own.created_time,
+            modified_time=own.modified_time,
+        )
+        self._snapshot, self._snapshot_of = snap, own
+        return snap
+
+    def _delta_frame(self, own: StateObject[Any], delta: BaseModel) -> bytes:
+        assert self._delta_type is not None
+        return self._codec.encode(
+            DeltaUpdate(
+                state_name=self._type.NAME,
+                source_node=self._node_id,
+                generation=own.generation,
+                wire_version=self._type.WIRE_VERSION,
+                payload=self._delta_type.serialize_delta(delta),
+                created_time=own.created_time,
+                modified_time=own.modified_time,
+            )
+        )
+
+    def _update_frame(
+        self, own: StateObject[Any], view: Any, delta: BaseModel | None
+    ) -> tuple[bytes, bool]:
+        follows = self._broadcast_gen is not None and self._broadcast_gen.next() == own.generation
+        if delta is not None and follows:
+            return self._delta_frame(own, delta), True
+        return self._codec.encode(self.snapshot(own, view)), False
+
+    # -- mutations ----------------------------------------------------------------
+
+    def prepare(
+        self, own: StateObject[Any], view: Any, delta: BaseModel | None, urgency: SyncUrgency
+    ) -> SendPlan:
+        """Decide and encode what a mutation sends; changes nothing (may raise)."""
+        gen = own.generation
+        kind = urgency.kind
+        if kind is UrgencyKind.SUPPRESS:
+            return SendPlan(_Step.SUPPRESS, gen)
+        if kind is UrgencyKind.DELAYED:
+            return SendPlan(_Step.DELAY, gen, delay=urgency.delay, delta=delta)
+        mode = self._strategy.push_mode
+        if kind is UrgencyKind.IMMEDIATE or mode is PushMode.ACTIVE_PUSH:
+            data, is_delta = self._update_frame(own, view, delta)
+            return SendPlan(
+                _Step.BROADCAST,
+                gen,
+                data=data,
+                is_delta=is_delta,
+                immediate=kind is UrgencyKind.IMMEDIATE,
+            )
+        if mode is PushMode.ACTIVE_FEED_LAZY_PULL:
+            return SendPlan(_Step.ANNOUNCE, gen)
+        return SendPlan(_Step.NOTHING, gen)
+
+    def commit(self, plan: SendPlan) -> list[Action]:
+        """Carry out a prepared plan once the mutation is committed."""
+        step = plan.step
+        if step is _Step.BROADCAST:
+            if plan.immediate:
+                self._metrics.deltas_immediate += 1
+            return self._broadcast(plan.generation, plan.data, plan.is_delta)
+        if step is _Step.SUPPRESS:
+            self._metrics.deltas_suppressed += 1
+            return []
+        if step is _Step.DELAY:
+            return self._extend_window(plan)
+        if step is _Step.ANNOUNCE:
+            note = ChangeNotification(self._type.NAME, self._node_id, plan.generation)
+            return [AnnounceChange(note)]
+        return []
+
+    def _broadcast(self, generation: Generation, data: bytes, is_delta: bool) -> list[Action]:
+        actions: list[Action] = []
+        if self._window is not None:
+            self._window = None
+            actions.append(CancelTimer(DELAYED_TIMER))
+        self._broadcast_gen = generation
+        peers = self._peer_count
+        if is_delta:
+            self._metrics.deltas_sent += peers
+        else:
+            self._metrics.snapshots_sent += peers
+        self._metrics.bytes_sent += len(data) * peers
+        actions.append(Broadcast(data))
+        return actions
+
+    def _extend_window(self, plan: SendPlan) -> list[Action]:
+        deadline = self._clock.now() + plan.delay
+        window = self._window
+        if window is None:
+            self._window = _Window(deadline, plan.delta, plan.generation, 1)
+            return [StartTimer(DELAYED_TIMER, plan.delay)]
+        window.delta, window.generation = plan.delta, plan.generation
+        window.count += 1
+        if deadline < window.deadline:
+            window.deadline = deadline
+            return [StartTimer(DELAYED_TIMER, plan.delay)]
+        return []
+
+    # -- timers and requests ------------------------------------------------------
+
+    def flush_window(self, own: StateObject[Any], view: Any) -> list[Action]:
+        """The delayed window closed: send what it holds as one message."""
+        window, self._window = self._window, None
+        if window is None or self._broadcast_gen == own.generation:
+            return []
+        single = window.count == 1 and window.generation == own.generation
+        data, is_delta = self._update_frame(own, view, window.delta if single else None)
+        return self._broadcast(own.generation, data, is_delta)
+
+    def periodic(self, own: StateObject[Any], view: Any) -> list[Action]:
+        """The periodic full sync: broadcast a snapshot."""
+        if not self._peer_count:
+            return []
+        data = self._codec.encode(self.snapshot(own, view))
+        return self._broadcast(own.generation, data, False)
+
+    def snapshot_to(self, peer: str, own: StateObject[Any], view: Any) -> SendTo:
+        """The own snapshot for one peer (join exchange)."""
+        data = self._codec.encode(self.snapshot(own, view))
+        self._metrics.snapshots_sent += 1
+        self._metrics.bytes_sent += len(data)
+        return SendTo(peer, data)
+
+    def reply_to(self, peer: str, request_id: int, own: StateObject[Any], view: Any) -> SendTo:
+        """Answer a pull with the own snapshot."""
+        data = self._codec.encode(SnapshotReply(request_id, self.snapshot(own, view)))
+        self._metrics.snapshots_sent += 1
+        self._metrics.bytes_sent += len(data)
+        return SendTo(peer, data)

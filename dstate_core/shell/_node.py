@@ -1,0 +1,353 @@
+"""The node shell: a registry of shards over one actor runtime (SPEC §7, §8, §10, §11).
+
+A :class:`DStateNode` owns three kinds of actors on its runtime: one *inbox*
+(the node's network door; member of the cluster-wide group ``dstate.inbox``),
+one *feed* (the change-feed aggregator) and one actor per registered state.
+Cluster events reach every shard in order; bytes from peers are decoded once
+by the inbox and routed to the shard of their state.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from ..engine._actions import Action, Broadcast, StartTimer
+from ..engine._engine import ShardEngine
+from ..engine._events import PeerJoined, PeerLeft
+from ..engine._feed import ChangeFeedAggregator
+from ..model._clock import Clock, SystemClock
+from ..model._config import ChangeFeedConfig, StateConfig
+from ..model._diagnostics import SystemHealth
+from ..model._errors import (
+    ActorSendError,
+    DuplicateNameError,
+    NodeShutdownError,
+    StateNotRegisteredError,
+    TypeMismatchError,
+)
+from ..model._generation import IncarnationSource
+from ..model._state import DistributedState, validate_state_type
+from ..persistence._incarnations import IncarnationFile
+from ..runtime._protocol import (
+    ActorRef,
+    ActorRuntime,
+    ClusterEvent,
+    NodeJoined,
+    NodeLeft,
+    TimerHandle,
+)
+from ..wire._codec import DEFAULT_MAX_MESSAGE_BYTES, MAX_NAME_LENGTH, WireCodec
+from ..wire._messages import ChangeNotification
+from ._inbox import InboundRouter
+from ._shard import Shard
+
+__all__ = ["INBOX_GROUP", "DStateNode"]
+
+S = TypeVar("S", bound=DistributedState)
+
+#: The cluster-wide group every node's inbox joins.
+INBOX_GROUP = "dstate.inbox"
+
+log = logging.getLogger("dstate.node")
+
+
+class _FeedTick:
+    """The feed actor's batch timer message."""
+
+
+class DStateNode:
+    """One cluster member's replicated states (SPEC §11).
+
+    Args:
+        runtime: the actor runtime this node runs on (already in its cluster).
+        change_feed: the change-feed aggregator's settings.
+        clock: the time source (default :class:`SystemClock`).
+        cluster_secret: a key shared by all members; every message is then
+            authenticated with HMAC-SHA256 and unauthenticated ones are dropped.
+        max_message_bytes: inbound and outbound messages larger than this are refused.
+        incarnations: the incarnation source (pass one that outlives restarts to
+            guarantee fresh incarnations in tests with a frozen clock).
+        data_dir: a directory where the node records its last incarnation, so a
+            fresh start after a restart never reuses one even if the clock stepped
+            back (SPEC §2.4); states without persistence benefit too.
+        ask_timeout: how long ``mutate`` waits for the shard's actor.
+
+    Concurrency: every method is thread-safe.
+    """
+
+    def __init__(
+        self,
+        runtime: ActorRuntime,
+        change_feed: ChangeFeedConfig | None = None,
+        clock: Clock | None = None,
+        cluster_secret: bytes | None = None,
+        *,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        incarnations: IncarnationSource | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+        ask_timeout: float = 30.0,
+    ) -> None:
+        node_id = getattr(runtime, "node_id", None)
+        if not isinstance(node_id, str) or not node_id or len(node_id) > MAX_NAME_LENGTH:
+            raise ValueError(
+                f"DStateNode needs an ActorRuntime whose node_id is a non-empty str of at "
+                f"most {MAX_NAME_LENGTH} characters, got {runtime!r}"
+            )
+        if change_feed is not None and not isinstance(change_feed, ChangeFeedConfig):
+            raise TypeError(f"change_feed must be a ChangeFeedConfig, got {change_feed!r}")
+        if clock is not None and not isinstance(clock, Clock):
+            raise TypeError(f"clock must implement Clock (now, wall_ms), got {clock!r}")
+        if ask_timeout <= 0:
+            raise ValueError(f"ask_timeout must be > 0 seconds, got {ask_timeout!r}")
+        self.runtime = runtime
+        self.node_id: str = node_id
+        self.clock: Clock = clock or SystemClock()
+        self._codec = WireCodec(cluster_secret, max_message_bytes)
+        if data_dir is not None:
+            if incarnations is not None:
+                raise ValueError("pass either data_dir or incarnations, not both")
+            record = IncarnationFile(data_dir)
+            record.check_writable()
+            incarnations = record.source()
+        self._incarnations = incarnations or IncarnationSource()
+        self._ask_timeout = ask_timeout
+        self._router = InboundRouter(node_id, self._codec, self.clock)
+        self._feed = ChangeFeedAggregator(node_id, change_feed or ChangeFeedConfig(), self._codec)
+        self._feed_timer: TimerHandle | None = None
+        self._shards: dict[str, Shard[Any]] = {}
+        self._members: set[str] = set()
+        self._inboxes: dict[str, ActorRef] = {}
+        self._lock = threading.RLock()
+        self._closed = False
+        self._inbox = runtime.spawn("dstate.inbox", self._on_inbound)
+        self._feed_ref = runtime.spawn("dstate.feed", self._on_feed)
+        runtime.join_group(INBOX_GROUP, self._inbox)
+        self._subscription = runtime.cluster_events.subscribe(self._on_cluster_event)
+
+    def __repr__(self) -> str:
+        return f"DStateNode({self.node_id!r}, states={sorted(self._shards)})"
+
+    # -- registry -----------------------------------------------------------------
+
+    def register(self, state_type: type[S], config: StateConfig | None = None) -> Shard[S]:
+        """Start replicating ``state_type`` on this node (SPEC §11).
+
+        Loads the own shard from ``config.persistence`` if it holds one, then
+        exchanges snapshots with every peer that has the state registered.
+
+        Raises:
+            TypeError, ValueError: not a valid state class or config.
+            DuplicateNameError: a state with the same ``NAME`` is registered.
+            PersistError: the persistence backend cannot be used.
+        """
+        self._check_open()
+        validate_state_type(state_type)
+        if len(state_type.NAME) > MAX_NAME_LENGTH:
+            raise ValueError(
+                f"{state_type.__qualname__}.NAME is longer than {MAX_NAME_LENGTH} characters"
+            )
+        if config is None:
+            config = StateConfig()
+        elif not isinstance(config, StateConfig):
+            raise TypeError(f"register() takes a StateConfig, got {config!r}")
+        store = config.persistence
+        for step in ("bind", "check_writable"):  # optional backend hooks: fail early, by name
+            hook = getattr(store, step, None)
+            if callable(hook):
+                hook(*((state_type,) if step == "bind" else ()))
+        with self._lock:
+            if state_type.NAME in self._shards:
+                raise DuplicateNameError(state_type.NAME)
+            engine = ShardEngine(
+                state_type, config, self.node_id, self.clock, self._codec, self._incarnations
+            )
+            shard = Shard(self, engine, self._ask_timeout)
+            self._shards[state_type.NAME] = shard
+            shard.start(tuple(sorted(self._members)))
+        log.info(
+            "node %r registered state %r at generation %s",
+            self.node_id,
+            state_type.NAME,
+            engine.own.generation,
+        )
+        return shard
+
+    def lookup(self, name: str) -> Shard[Any]:
+        """The shard registered under ``name``.
+
+        Raises:
+            StateNotRegisteredError: no such state here.
+        """
+        shard = self._shards.get(name)
+        if shard is None:
+            raise StateNotRegisteredError(name, list(self._shards))
+        return shard
+
+    def lookup_typed(self, name: str, state_type: type[S]) -> Shard[S]:
+        """The shard registered under ``name``, checked to be of ``state_type``.
+
+        Raises:
+            StateNotRegisteredError: no such state here.
+            TypeMismatchError: it is registered with another type.
+        """
+        shard = self.lookup(name)
+        if shard.state_type is not state_type:
+            raise TypeMismatchError(name, state_type, shard.state_type)
+        return shard
+
+    @property
+    def states(self) -> Mapping[str, Shard[Any]]:
+        """Every registered shard by name (a copy)."""
+        return dict(self._shards)
+
+    def health_check(self) -> SystemHealth:
+        """Every state's health; ``status`` is the worst (SPEC §10)."""
+        return SystemHealth.of([shard.health() for shard in list(self._shards.values())])
+
+    @property
+    def dropped_messages(self) -> Mapping[str, int]:
+        """Inbound messages dropped unread or refused by a shard, by reason (SPEC §9)."""
+        counts = dict(self._router.drops)
+        for shard in list(self._shards.values()):
+            for reason, count in shard.drops().items():
+                counts[reason] = counts.get(reason, 0) + count
+        return counts
+
+    def shutdown(self) -> None:
+        """Stop this node's actors and timers (the runtime keeps running); idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            shards = list(self._shards.values())
+        self.runtime.cluster_events.unsubscribe(self._subscription)
+        if self._feed_timer is not None:
+            self._feed_timer.cancel()
+        for shard in shards:
+            shard.close()
+        try:
+            self.runtime.leave_group(INBOX_GROUP, self._inbox)
+        except Exception:  # the runtime may already be down
+            log.debug("node %r: leaving the inbox group failed", self.node_id, exc_info=True)
+        self._inbox.stop()
+        self._feed_ref.stop()
+        log.info("node %r shut down", self.node_id)
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`shutdown`."""
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise NodeShutdownError(f"node {self.node_id!r} is shut down")
+
+    # -- plumbing used by shards --------------------------------------------------
+
+    def broadcast(self, data: bytes) -> None:
+        """Send bytes to every peer's inbox."""
+        try:
+            self.runtime.broadcast_group(INBOX_GROUP, data)
+        except Exception as exc:
+            log.warning("node %r: a broadcast failed: %s", self.node_id, exc)
+
+    def send_to(self, node_id: str, data: bytes) -> None:
+        """Send bytes to one peer's inbox (dropped if it is not reachable)."""
+        ref = self._inboxes.get(node_id)
+        if ref is None:
+            ref = self._find_inbox(node_id)
+            if ref is None:
+                log.debug("node %r: no inbox of %r to send to", self.node_id, node_id)
+                return
+        try:
+            ref.send(data)
+        except ActorSendError:
+            self._inboxes.pop(node_id, None)
+
+    def _find_inbox(self, node_id: str) -> ActorRef | None:
+        for ref in self.runtime.group_members(INBOX_GROUP):
+            if ref.node_id == node_id:
+                self._inboxes[node_id] = ref
+                return ref
+        return None
+
+    def announce(self, note: ChangeNotification) -> None:
+        """Hand a change notification to the node's feed actor."""
+        try:
+            self._feed_ref.send(note)
+        except ActorSendError:
+            log.debug("node %r: the feed is stopped", self.node_id)
+
+    def feed_batches_for(self, state_name: str) -> int:
+        """How many feed batches carried ``state_name``."""
+        return self._feed.batches_for(state_name)
+
+    # -- actors -------------------------------------------------------------------
+
+    def _on_inbound(self, data: Any) -> None:
+        for state_name, event in self._router.route(data, self._shards):
+            shard = self._shards.get(state_name)
+            if shard is None:
+                continue
+            source = event.source_node
+            if source not in self._members and source != self.node_id:
+                self._readmit_if_live(source)
+            shard.deliver(event)
+
+    def _readmit_if_live(self, node_id: str) -> None:
+        """A message from a non-member: if the runtime shows it live (its inbox is in the
+        group), it came back after a NodeLeft that was processed late; re-add it."""
+        with self._lock:
+            if node_id in self._members or self._find_inbox(node_id) is None:
+                return
+            log.info("node %r: %r is live again; re-adding it", self.node_id, node_id)
+            self._members.add(node_id)
+            for shard in self._shards.values():
+                shard.deliver(PeerJoined(node_id))
+
+    def _on_feed(self, msg: Any) -> None:
+        if isinstance(msg, ChangeNotification):
+            self._execute_feed(self._feed.record(msg))
+        elif isinstance(msg, _FeedTick):
+            self._feed_timer = None
+            self._execute_feed(self._feed.flush())
+
+    def _execute_feed(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Broadcast):
+                self.broadcast(action.data)
+            elif isinstance(action, StartTimer) and not self._closed:
+                self._feed_timer = self.runtime.send_after(
+                    self._feed_ref, action.delay, _FeedTick()
+                )
+
+    def _on_cluster_event(self, event: ClusterEvent) -> None:
+        with self._lock:
+            if self._closed or event.node_id == self.node_id:
+                return
+            if isinstance(event, NodeJoined):
+                # It may be a restart: its inbox is a new actor, so forget the cached ref.
+                self._inboxes.pop(event.node_id, None)
+                self._members.add(event.node_id)
+                shard_event: PeerJoined | PeerLeft = PeerJoined(event.node_id)
+            elif isinstance(event, NodeLeft):
+                self._inboxes.pop(event.node_id, None)
+                if self._find_inbox(event.node_id) is not None:
+                    # A late NodeLeft: the node crashed and is already back (its new
+                    # inbox is in the group). Removing its views now would leave a hole.
+                    log.info(
+                        "node %r: ignored a late NodeLeft of %r, which has re-joined",
+                        self.node_id,
+                        event.node_id,
+                    )
+                    return
+                self._members.discard(event.node_id)
+                shard_event = PeerLeft(event.node_id)
+            else:
+                return
+            for shard in self._shards.values():
+                shard.deliver(shard_event)

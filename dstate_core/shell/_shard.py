@@ -1,0 +1,436 @@
+"""The shard shell: one actor per registered state, and the handle users hold (SPEC §4, §10).
+
+:class:`Shard` is what ``node.register`` returns. Its query fast path runs in
+the caller's thread on the engine's published snapshot, with no message and no
+lock. Everything that changes the engine (mutations, peer messages, timers,
+slow-path queries) goes through the shard's actor, one message at a time; the
+actor carries the engine's actions out on the runtime.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+
+from ..engine._actions import (
+    Action,
+    AnnounceChange,
+    Broadcast,
+    CancelTimer,
+    FinishQuery,
+    NotifyView,
+    SendTo,
+    StartTimer,
+    TimerKey,
+)
+from ..engine._engine import ShardEngine
+from ..engine._events import Event, PeerJoined, QueryStarted, TimerFired
+from ..model._diagnostics import PeerSyncStatus, StateHealth, StateSyncMetrics
+from ..model._errors import ActorSendError, NodeShutdownError, QueryTimeoutError, StalePeerError
+from ..model._generation import Generation, StateObject, StateViewObject
+from ..model._state import DistributedState
+from ..runtime._protocol import ActorAskTimeout, ActorRef, PendingReply, TimerHandle
+
+if TYPE_CHECKING:
+    from ._node import DStateNode
+
+__all__ = ["Projection", "Shard", "Subscription", "ViewCallback"]
+
+S = TypeVar("S", bound=DistributedState)
+R = TypeVar("R")
+
+#: A query's projection: gets the read-only view map, returns the answer.
+Projection = Callable[[Mapping[str, StateViewObject[Any]]], R]
+#: A ``subscribe`` callback: ``(node_id, old, new)``; ``None`` means absent.
+ViewCallback = Callable[[str, StateViewObject[Any] | None, StateViewObject[Any] | None], None]
+
+log = logging.getLogger("dstate.shard")
+
+
+@dataclass(frozen=True, slots=True)
+class _Mutate:
+    fn: Callable[[Any], Any]
+    with_delta: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """A mutation's exception, carried back to the caller instead of raised in the actor."""
+
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class _Query:
+    query_id: int
+    max_staleness: float
+
+
+@dataclass(frozen=True, slots=True)
+class _CancelQuery:
+    query_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Tick:
+    key: TimerKey
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Start:
+    members: tuple[str, ...]
+
+
+class Subscription:
+    """A registered ``subscribe`` callback; :meth:`cancel` stops it (idempotent)."""
+
+    def __init__(self, shard: Shard[Any], callback: ViewCallback) -> None:
+        self._shard = shard
+        self.callback = callback
+        self.active = True
+
+    def cancel(self) -> None:
+        """Stop calling the callback."""
+        if self.active:
+            self.active = False
+            self._shard._unsubscribe(self)
+
+
+class Shard(Generic[S]):
+    """One registered state on one node: its own shard plus views of every peer's.
+
+    Concurrency: every method is thread-safe. ``query`` on fresh views and
+    ``snapshot``/``state``/diagnostics never block; ``mutate`` and slow-path
+    queries wait for the shard's actor.
+    """
+
+    def __init__(self, node: DStateNode, engine: ShardEngine[S], ask_timeout: float) -> None:
+        self._node = node
+        self._engine = engine
+        self._table = engine.view_table
+        self._now = node.clock.now
+        self._runtime = node.runtime
+        self._clock = node.clock
+        self._ask_timeout = ask_timeout
+        self.name = engine.name
+        self.state_type: type[S] = engine.state_type
+        self._timers: dict[TimerKey, tuple[int, TimerHandle]] = {}
+        self._tokens = itertools.count(1)
+        self._query_ids = itertools.count(1)
+        self._waiting: dict[int, PendingReply] = {}
+        self._subscriptions: tuple[Subscription, ...] = ()
+        self._sub_lock = threading.Lock()
+        self._closed = False
+        self.ref: ActorRef = self._runtime.spawn(f"dstate.shard.{self.name}", self._receive)
+        self._notifier: ActorRef = self._runtime.spawn(f"dstate.notify.{self.name}", self._notify)
+
+    def __repr__(self) -> str:
+        return f"Shard({self.name!r}, node={self._node.node_id!r})"
+
+    # -- user API -----------------------------------------------------------------
+
+    @property
+    def state(self) -> StateObject[S]:
+        """The own shard as last committed (never a mutation in progress)."""
+        return self._engine.own
+
+    def snapshot(self) -> Mapping[str, StateViewObject[Any]]:
+        """The read-only view map (own entry included), with no freshness check."""
+        return self._engine.published.views
+
+    def mutate(self, fn: Callable[[S], S | None]) -> Generation:
+        """Apply ``fn`` to the own state; it changes it in place or returns a new one.
+
+        Returns:
+            The committed generation.
+
+        Raises:
+            TypeError: ``fn`` returned something that is neither ``None`` nor the state.
+            MutationError: the store failed or the update cannot be sent (e.g. it
+                exceeds the message size cap); nothing changed.
+            Exception: whatever ``fn`` raised; nothing changed.
+        """
+        return self._mutate(fn, with_delta=False)
+
+    def mutate_with_delta(self, fn: Callable[[S], Any]) -> Generation:
+        """Delta-aware mutation: ``fn`` changes the state in place and returns the change.
+
+        The change goes through ``project_delta``/``apply_delta``/``sync_urgency``.
+        """
+        return self._mutate(fn, with_delta=True)
+
+    def _mutate(self, fn: Callable[[S], Any], *, with_delta: bool) -> Generation:
+        if not callable(fn):
+            raise TypeError(f"mutate() takes a callable fn(state), got {fn!r}")
+        self._check_open()
+        try:
+            reply = self.ref.ask(_Mutate(fn, with_delta), self._ask_timeout)
+        except ActorSendError as exc:
+            raise NodeShutdownError(f"state {self.name!r}: the node is shut down") from exc
+        if isinstance(reply, _Failed):
+            raise reply.error
+        assert isinstance(reply, Generation)
+        return reply
+
+    def query(
+        self,
+        projection: Projection[R],
+        max_staleness: float | None = None,
+        *,
+        on_stale: Literal["raise", "return"] = "raise",
+    ) -> R:
+        """Run ``projection`` on views no older than ``max_staleness`` seconds (SPEC §4).
+
+        Args:
+            projection: gets the read-only view map (own entry included).
+            max_staleness: the bound; ``None`` uses ``default_staleness``,
+                ``float("inf")`` never pulls.
+            on_stale: ``"raise"`` (default) raises :class:`StalePeerError` for a
+                peer that cannot be refreshed; ``"return"`` answers anyway.
+
+        Raises:
+            ValueError: a negative or NaN ``max_staleness``, or a bad ``on_stale``.
+            StalePeerError: a peer could not be refreshed in time.
+            QueryTimeoutError: the shard's actor did not answer within
+                ``pull_timeout`` + 1 s (a busy mailbox); never with ``"return"``.
+            Exception: whatever ``projection`` raised.
+        """
+        # The fast path: one attribute load gives a consistent snapshot; no lock, no message.
+        if type(max_staleness) is float and max_staleness >= 0.0:
+            bound = max_staleness
+        else:
+            bound = self._bound(max_staleness)
+        if on_stale != "raise" and on_stale != "return":
+            raise ValueError(f"on_stale must be 'raise' or 'return', got {on_stale!r}")
+        published = self._table.published
+        if published.pending == 0 and self._now() - published.oldest_synced_at <= bound:
+            return projection(published.views)
+        if bound == math.inf:
+            return projection(published.views)
+        self._check_open()
+        try:
+            failures = self._refresh(bound)
+        except QueryTimeoutError:
+            if on_stale == "raise":
+                raise
+            failures = ()  # the mailbox is busy: answer with what is there, as asked
+        if failures and on_stale == "raise":
+            raise self._stale_error(failures)
+        return projection(self._engine.published.views)
+
+    def _bound(self, max_staleness: float | None) -> float:
+        if max_staleness is None:
+            return self._engine.config.default_staleness
+        if (
+            isinstance(max_staleness, bool)
+            or not isinstance(max_staleness, int | float)
+            or math.isnan(max_staleness)
+            or max_staleness < 0
+        ):
+            raise ValueError(
+                f"max_staleness must be a number of seconds >= 0 (or None for the default "
+                f"{self._engine.config.default_staleness}s), got {max_staleness!r}"
+            )
+        return float(max_staleness)
+
+    def _refresh(self, bound: float) -> tuple[tuple[str, str], ...]:
+        """The slow path: pull stale views through the actor; returns (peer, reason) failures."""
+        query_id = next(self._query_ids)
+        timeout = self._engine.config.pull_timeout + 1.0
+        try:
+            failures = self.ref.ask(_Query(query_id, bound), timeout)
+        except ActorAskTimeout as exc:
+            self._send_quietly(_CancelQuery(query_id))
+            raise QueryTimeoutError(
+                f"state {self.name!r}: refreshing stale views took longer than {timeout}s"
+            ) from exc
+        except ActorSendError as exc:
+            raise NodeShutdownError(f"state {self.name!r}: the node is shut down") from exc
+        assert isinstance(failures, tuple)
+        return failures
+
+    def _stale_error(self, failures: tuple[tuple[str, str], ...]) -> StalePeerError:
+        node, reason = failures[0]
+        view = self._engine.published.views.get(node)
+        return StalePeerError(
+            node,
+            view.synced_at if view else None,
+            state_name=self.name,
+            reason=reason,
+            stale_nodes=tuple(peer for peer, _ in failures),
+        )
+
+    def subscribe(self, callback: ViewCallback) -> Subscription:
+        """Call ``callback(node_id, old, new)`` after every view change (own or peer).
+
+        ``old``/``new`` are ``None`` when the entry was absent/removed. Callbacks
+        run off the shard's mailbox, in order; one that raises is logged.
+        """
+        if not callable(callback):
+            raise TypeError(f"subscribe() takes a callable(node_id, old, new), got {callback!r}")
+        self._check_open()
+        subscription = Subscription(self, callback)
+        with self._sub_lock:
+            self._subscriptions = (*self._subscriptions, subscription)
+        return subscription
+
+    def _unsubscribe(self, subscription: Subscription) -> None:
+        with self._sub_lock:
+            self._subscriptions = tuple(s for s in self._subscriptions if s is not subscription)
+
+    def sync_status(self) -> list[PeerSyncStatus]:
+        """One row per peer (SPEC §10)."""
+        return self._engine.sync_status()
+
+    def stale_peers(self, max_staleness: float) -> list[PeerSyncStatus]:
+        """The peers whose view is older than ``max_staleness`` seconds or pending."""
+        return self._engine.stale_peers(self._bound(max_staleness))
+
+    def metrics(self) -> StateSyncMetrics:
+        """This shard's counters (SPEC §10)."""
+        return self._engine.metrics(self._node.feed_batches_for(self.name))
+
+    def drops(self) -> dict[str, int]:
+        """Messages for this state refused before the receiver rules, by reason."""
+        return dict(self._engine.drops)
+
+    def health(self) -> StateHealth:
+        """This state's health grade."""
+        return self._engine.health()
+
+    # -- lifecycle (called by the node) -------------------------------------------
+
+    def start(self, members: tuple[str, ...]) -> None:
+        """Begin replicating with ``members`` (run on the actor)."""
+        self.ref.send(_Start(members))
+
+    def deliver(self, event: Event) -> None:
+        """Hand an engine event to the shard's actor (drops it once stopped)."""
+        self._send_quietly(event)
+
+    def close(self) -> None:
+        """Stop the actors and timers; later calls raise :class:`NodeShutdownError`."""
+        self._closed = True
+        for _, handle in list(self._timers.values()):
+            handle.cancel()
+        self._timers.clear()
+        for pending in list(self._waiting.values()):
+            pending.fail(NodeShutdownError(f"state {self.name!r}: the node is shut down"))
+        self.ref.stop()
+        self._notifier.stop()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise NodeShutdownError(
+                f"state {self.name!r}: the node {self._node.node_id!r} is shut down"
+            )
+
+    def _send_quietly(self, msg: Any) -> None:
+        try:
+            self.ref.send(msg)
+        except ActorSendError:
+            log.debug("state %r: dropped %r, the shard is stopped", self.name, msg)
+
+    # -- the actor ----------------------------------------------------------------
+
+    def _receive(self, msg: Any) -> Any:
+        engine = self._engine
+        if isinstance(msg, _Mutate):
+            try:
+                generation, actions = engine.mutate(msg.fn, with_delta=msg.with_delta)
+            except Exception as exc:
+                return _Failed(exc)
+            self._execute(actions)
+            return generation
+        if isinstance(msg, _Tick):
+            held = self._timers.get(msg.key)
+            if held is None or held[0] != msg.token:
+                return None  # cancelled or replaced: a stale wakeup
+            if isinstance(held[1], _OneShot):
+                del self._timers[msg.key]
+            self._execute(engine.handle(TimerFired(msg.key)))
+            return None
+        if isinstance(msg, _Query):
+            pending = PendingReply()
+            self._waiting[msg.query_id] = pending
+            self._execute(engine.handle(QueryStarted(msg.query_id, msg.max_staleness)))
+            return pending
+        if isinstance(msg, _CancelQuery):
+            self._waiting.pop(msg.query_id, None)
+            engine.cancel_query(msg.query_id)
+            return None
+        if isinstance(msg, _Start):
+            actions = engine.start()
+            for member in msg.members:
+                actions.extend(engine.handle(PeerJoined(member)))
+            self._execute(actions)
+            return None
+        self._execute(engine.handle(msg))
+        return None
+
+    def _execute(self, actions: list[Action]) -> None:
+        node = self._node
+        for action in actions:
+            if isinstance(action, Broadcast):
+                node.broadcast(action.data)
+            elif isinstance(action, SendTo):
+                node.send_to(action.node_id, action.data)
+            elif isinstance(action, NotifyView):
+                if self._subscriptions:
+                    self._notifier.send(action)
+            elif isinstance(action, StartTimer):
+                self._start_timer(action)
+            elif isinstance(action, CancelTimer):
+                held = self._timers.pop(action.key, None)
+                if held is not None:
+                    held[1].cancel()
+            elif isinstance(action, AnnounceChange):
+                node.announce(action.notification)
+            elif isinstance(action, FinishQuery):
+                pending = self._waiting.pop(action.query_id, None)
+                if pending is not None:
+                    pending.resolve(action.failures)
+
+    def _start_timer(self, action: StartTimer) -> None:
+        held = self._timers.pop(action.key, None)
+        if held is not None:
+            held[1].cancel()
+        token = next(self._tokens)
+        tick = _Tick(action.key, token)
+        if action.repeat:
+            handle = self._runtime.send_interval(self.ref, action.delay, tick)
+        else:
+            handle = _OneShot(self._runtime.send_after(self.ref, action.delay, tick))
+        self._timers[action.key] = (token, handle)
+
+    def _notify(self, action: NotifyView) -> None:
+        for subscription in self._subscriptions:
+            if not subscription.active:
+                continue
+            try:
+                subscription.callback(action.node_id, action.old, action.new)
+            except Exception:
+                log.exception(
+                    "state %r: a subscriber callback raised for the view of %r (generation %s)",
+                    self.name,
+                    action.node_id,
+                    action.new.generation if action.new else None,
+                )
+
+
+class _OneShot:
+    """Marks a one-shot timer handle (its entry is dropped when it fires)."""
+
+    __slots__ = ("_handle",)
+
+    def __init__(self, handle: TimerHandle) -> None:
+        self._handle = handle
+
+    def cancel(self) -> None:
+        self._handle.cancel()

@@ -1,0 +1,85 @@
+"""The messages nodes exchange (SPEC §9), as plain frozen dataclasses.
+
+These are what the engine produces and consumes; :mod:`dstate_core.wire._codec`
+turns them into bytes and back. Payloads are already-serialized state, view or
+delta bytes, so the codec never touches user models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..model._generation import Generation
+
+__all__ = [
+    "BatchedChangeFeed",
+    "ChangeNotification",
+    "DeltaUpdate",
+    "FullSnapshot",
+    "Message",
+    "RequestSnapshot",
+    "SnapshotReply",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class FullSnapshot:
+    """The owner's whole public state (simple) or view (delta-aware)."""
+
+    state_name: str
+    source_node: str
+    generation: Generation
+    wire_version: int
+    payload: bytes
+    created_time: int
+    modified_time: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaUpdate:
+    """One mutation's delta; ``generation`` is the owner's generation after it."""
+
+    state_name: str
+    source_node: str
+    generation: Generation
+    wire_version: int
+    payload: bytes
+    created_time: int
+    modified_time: int
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSnapshot:
+    """A pull: ``source_node`` asks the receiver for its snapshot of ``state_name``."""
+
+    state_name: str
+    source_node: str
+    request_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotReply:
+    """The answer to :class:`RequestSnapshot` ``request_id``: a full snapshot."""
+
+    request_id: int
+    snapshot: FullSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeNotification:
+    """``source_node``'s shard of ``state_name`` reached ``generation``."""
+
+    state_name: str
+    source_node: str
+    generation: Generation
+
+
+@dataclass(frozen=True, slots=True)
+class BatchedChangeFeed:
+    """One node's change-feed batch: the latest generation per changed state."""
+
+    source_node: str
+    notifications: tuple[ChangeNotification, ...]
+
+
+Message = FullSnapshot | DeltaUpdate | RequestSnapshot | SnapshotReply | BatchedChangeFeed
