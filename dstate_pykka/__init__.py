@@ -8,7 +8,7 @@ Build an in-process cluster by giving several runtimes one network::
     network.close()  # shuts every runtime down
 """
 
-from dstate_core.runtime._scheduler import ScheduledTimer
+from dstate_core.runtime import ScheduledTimer
 
 from ._actor import PykkaActorRef
 from ._cluster import PykkaCluster, local_cluster

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
-from dstate_core.model._errors import ActorSendError
-from dstate_core.runtime._protocol import (
+from dstate_core.model import ActorSendError
+from dstate_core.runtime import (
     ActorAskTimeout,
     Handler,
     PendingReply,

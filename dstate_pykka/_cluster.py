@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from dstate_core import ChangeFeedConfig, Clock, SystemClock
-from dstate_core.runtime._protocol import ActorRuntime
-from dstate_core.testing._cluster_base import LocalClusterBase
-from dstate_core.wire._codec import DEFAULT_MAX_MESSAGE_BYTES
+from dstate_core.runtime import ActorRuntime
+from dstate_core.testing import LocalClusterBase
+from dstate_core.wire import DEFAULT_MAX_MESSAGE_BYTES
 
 from ._network import PykkaNetwork
 

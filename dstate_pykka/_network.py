@@ -14,8 +14,8 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from dstate_core.model._errors import NodeShutdownError
-from dstate_core.runtime._protocol import ClusterEvent, NodeJoined, NodeLeft, SubscriptionId
+from dstate_core.model import NodeShutdownError
+from dstate_core.runtime import ClusterEvent, NodeJoined, NodeLeft, SubscriptionId
 
 if TYPE_CHECKING:
     from types import TracebackType

@@ -15,21 +15,22 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from dstate_core.model._errors import ActorSendError, NodeShutdownError
-from dstate_core.runtime._groups import LocalGroups
-from dstate_core.runtime._protocol import (
+from dstate_core.model import ActorSendError, NodeShutdownError
+from dstate_core.runtime import (
     ActorRef,
     ClusterEvent,
     Handler,
+    LocalGroups,
+    SchedulerTimers,
     SubscriptionId,
+    TimerScheduler,
 )
-from dstate_core.runtime._scheduler import SchedulerTimers, TimerScheduler
 
 from ._actor import PykkaActorRef, _Cell, _HandlerActor
 from ._network import PykkaNetwork
 
 if TYPE_CHECKING:
-    from dstate_core.runtime._protocol import ActorRuntime, ClusterEvents
+    from dstate_core.runtime import ActorRuntime, ClusterEvents
 
 __all__ = ["PykkaRuntime"]
 

@@ -24,7 +24,7 @@ interface (``host`` only sets the address it advertises): run its actor
 systems on a network only cluster members can reach (``docs/security.md``).
 """
 
-from dstate_core.runtime._scheduler import ScheduledTimer
+from dstate_core.runtime import ScheduledTimer
 
 from ._cluster import ThespianCluster, local_cluster
 from ._handle import NodeHandle, NodeHandleError

@@ -11,9 +11,8 @@ import threading
 import uuid
 from collections.abc import Callable
 
-from dstate_core.model._errors import NodeShutdownError
-from dstate_core.runtime._protocol import ActorAskTimeout, PendingReply
-from dstate_core.runtime._threaded import ThreadedActor
+from dstate_core.model import NodeShutdownError
+from dstate_core.runtime import ActorAskTimeout, PendingReply, ThreadedActor
 
 from ._protocol import Kind, Parcel
 from ._refs import RemoteAskError

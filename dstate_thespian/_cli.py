@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from dstate_core import DistributedState
-from dstate_core.model._state import validate_state_type
-from dstate_core.wire._codec import MAX_NAME_LENGTH
+from dstate_core.model import validate_state_type
+from dstate_core.wire import MAX_NAME_LENGTH
 
 from ._process import STRATEGIES, CliError, NodeOptions, NodeProcess, StateSpec
 from ._protocol import ALL_PEERS

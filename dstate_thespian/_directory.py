@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import msgpack
 
-from dstate_core.runtime._protocol import ClusterEvent, NodeJoined, NodeLeft, SubscriptionId
+from dstate_core.runtime import ClusterEvent, NodeJoined, NodeLeft, SubscriptionId
 
 __all__ = ["ClusterEventsView", "Directory", "decode_groups", "encode_groups"]
 

@@ -53,7 +53,7 @@ from dstate_core import (
     StateConfig,
     SyncStrategy,
 )
-from dstate_core.runtime._protocol import ClusterEvent
+from dstate_core.runtime import ClusterEvent
 
 from ._control import Controller, Emitter, generation_json, serve_lines
 from ._procs import cmdline, kill_pids, listener_pids, pid_alive, port_bindable, port_open

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dstate_core.model._errors import DStateError
-from dstate_core.runtime._threaded import ThreadedActor
+from dstate_core.model import DStateError
+from dstate_core.runtime import ThreadedActor
 
 if TYPE_CHECKING:
     from ._runtime import ThespianRuntime

@@ -25,17 +25,18 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from dstate_core._ratelimit import DropLog
-from dstate_core.model._clock import SystemClock
-from dstate_core.model._errors import ActorSendError, NodeShutdownError
-from dstate_core.runtime._groups import LocalGroups
-from dstate_core.runtime._protocol import (
+from dstate_core.model import ActorSendError, NodeShutdownError, SystemClock
+from dstate_core.runtime import (
     ActorRef,
+    DropLog,
     Handler,
+    LocalGroups,
+    SchedulerTimers,
+    ThreadedActor,
+    ThreadedActorHost,
+    TimerScheduler,
     check_positive_seconds,
 )
-from dstate_core.runtime._scheduler import SchedulerTimers, TimerScheduler
-from dstate_core.runtime._threaded import ThreadedActor, ThreadedActorHost
 
 from ._asks import RemoteAsks
 from ._directory import ClusterEventsView, Directory, decode_groups, encode_groups
@@ -48,7 +49,7 @@ from ._system import TcpSystem, free_port, normalize_address
 from ._thespian import address_port
 
 if TYPE_CHECKING:
-    from dstate_core.runtime._protocol import ActorRuntime, ClusterEvents
+    from dstate_core.runtime import ActorRuntime, ClusterEvents
 
 __all__ = ["SYSTEM_BASES", "ThespianRuntime"]
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from dstate_core.model._errors import NodeShutdownError
+from dstate_core.model import NodeShutdownError
 
 from ._protocol import CAP_GATEWAY, CAP_INCARNATION, CAP_NODE
 from ._thespian import GatewayActor, convention_update, exit_request, named_address, start_system

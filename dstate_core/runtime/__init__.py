@@ -10,6 +10,7 @@ built this way, and the conformance suite in
 (``docs/architecture.md#runtimes``).
 """
 
+from .._ratelimit import DropLog, RateLimitedLog
 from ..model._errors import ActorSendError, NodeShutdownError
 from ._faults import LinkModel, non_negative_seconds
 from ._groups import LocalGroups
@@ -37,6 +38,7 @@ __all__ = [
     "ActorSendError",
     "ClusterEvent",
     "ClusterEvents",
+    "DropLog",
     "Handler",
     "LinkModel",
     "LocalGroups",
@@ -44,6 +46,7 @@ __all__ = [
     "NodeLeft",
     "NodeShutdownError",
     "PendingReply",
+    "RateLimitedLog",
     "ScheduledTimer",
     "SchedulerTimers",
     "SubscriptionId",

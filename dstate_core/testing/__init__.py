@@ -6,6 +6,7 @@ in-memory network, and explicit driving (``run_until_idle``, ``advance``).
 
 from ._clock import TestClock
 from ._cluster import DeterministicCluster, local_cluster
+from ._cluster_base import ClusterNetwork, LocalClusterBase
 from ._persistence import FailingPersistence, InMemoryPersistence
 from ._runtime import TestRuntime
 from ._simnet import SimNetwork
@@ -19,9 +20,11 @@ from ._states import (
 )
 
 __all__ = [
+    "ClusterNetwork",
     "DeterministicCluster",
     "FailingPersistence",
     "InMemoryPersistence",
+    "LocalClusterBase",
     "SimNetwork",
     "TestClock",
     "TestDeltaChange",
