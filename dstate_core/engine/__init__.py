@@ -9,17 +9,26 @@ thread, a timer or a disk, and both read time only from the
 """
 
 from ._actions import (
+    DELAYED_PUSH,
+    FEED_FLUSH,
+    PERIODIC_SYNC,
     Action,
     AnnounceChange,
     Broadcast,
     CancelTimer,
+    DelayedPushTimer,
+    FeedFlushTimer,
     FinishQuery,
     NotifyView,
+    PeriodicSyncTimer,
+    ProbeTimer,
+    PullTimer,
+    SaveState,
     SendTo,
     StartTimer,
     TimerKey,
 )
-from ._engine import ShardEngine
+from ._engine import Mutation, ShardEngine
 from ._events import (
     ChangeAnnounced,
     Event,
@@ -27,27 +36,39 @@ from ._events import (
     PeerJoined,
     PeerLeft,
     QueryStarted,
+    StateLoaded,
     TimerFired,
 )
 from ._feed import ChangeFeedAggregator
 
 __all__ = [
+    "DELAYED_PUSH",
+    "FEED_FLUSH",
+    "PERIODIC_SYNC",
     "Action",
     "AnnounceChange",
     "Broadcast",
     "CancelTimer",
     "ChangeAnnounced",
     "ChangeFeedAggregator",
+    "DelayedPushTimer",
     "Event",
+    "FeedFlushTimer",
     "FinishQuery",
     "MessageReceived",
+    "Mutation",
     "NotifyView",
     "PeerJoined",
     "PeerLeft",
+    "PeriodicSyncTimer",
+    "ProbeTimer",
+    "PullTimer",
     "QueryStarted",
+    "SaveState",
     "SendTo",
     "ShardEngine",
     "StartTimer",
+    "StateLoaded",
     "TimerFired",
     "TimerKey",
 ]

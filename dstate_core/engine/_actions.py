@@ -1,8 +1,14 @@
-"""What the sans-IO engines ask their shell to do (imperative, frozen).
+"""What the engines ask their shell to do (imperative, frozen), and the timers they name.
 
-The shell (a shard or feed actor) carries these out in order: network sends
-through the runtime, timers through ``send_after``/``send_interval``,
-subscriber callbacks off the mailbox, replies to waiting queries.
+A shell (a shard or feed actor) carries the actions out in order: network
+sends through the runtime, timers through ``send_after``/``send_interval``,
+change notifications to the node's feed, subscriber callbacks off the mailbox,
+replies to waiting queries. :class:`SaveState` is apart: a mutation carries it,
+and the shell stores the state *before* it commits the mutation, so nothing is
+published that is not persisted.
+
+Timers are named by small frozen keys (:data:`TimerKey`); starting a key that
+is already running replaces it.
 """
 
 from __future__ import annotations
@@ -10,23 +16,73 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..model._generation import StateViewObject
+from ..model._generation import StateObject, StateViewObject
 from ..wire._messages import ChangeNotification
 
 __all__ = [
+    "DELAYED_PUSH",
+    "FEED_FLUSH",
+    "PERIODIC_SYNC",
     "Action",
     "AnnounceChange",
     "Broadcast",
     "CancelTimer",
+    "DelayedPushTimer",
+    "FeedFlushTimer",
     "FinishQuery",
     "NotifyView",
+    "PeriodicSyncTimer",
+    "ProbeTimer",
+    "PullTimer",
+    "SaveState",
     "SendTo",
     "StartTimer",
     "TimerKey",
 ]
 
-#: Identifies one timer of an engine, e.g. ``("periodic",)`` or ``("pull", "b", 7)``.
-TimerKey = tuple[str | int, ...]
+
+# -- timer keys ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodicSyncTimer:
+    """The periodic full sync of a shard's own snapshot."""
+
+
+@dataclass(frozen=True, slots=True)
+class DelayedPushTimer:
+    """The end of a delayed-urgency window: its coalesced change leaves then."""
+
+
+@dataclass(frozen=True, slots=True)
+class PullTimer:
+    """The ``pull_timeout`` of the snapshot request ``request_id`` to ``node``."""
+
+    node: str
+    request_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeTimer:
+    """Ask ``node`` again for the snapshot a lost join exchange should have brought."""
+
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class FeedFlushTimer:
+    """The node's change feed: send the batch collected so far."""
+
+
+#: Identifies one timer of an engine.
+TimerKey = PeriodicSyncTimer | DelayedPushTimer | PullTimer | ProbeTimer | FeedFlushTimer
+
+PERIODIC_SYNC = PeriodicSyncTimer()
+DELAYED_PUSH = DelayedPushTimer()
+FEED_FLUSH = FeedFlushTimer()
+
+
+# -- actions ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,3 +144,15 @@ class FinishQuery:
 
 
 Action = SendTo | Broadcast | StartTimer | CancelTimer | AnnounceChange | NotifyView | FinishQuery
+
+
+@dataclass(frozen=True, slots=True)
+class SaveState:
+    """Store ``state`` durably before the mutation that made it is committed.
+
+    ``delta`` is the mutation's delta (``None`` for a simple state). If the
+    store fails, the shell drops the mutation: nothing was changed.
+    """
+
+    state: StateObject[Any]
+    delta: Any

@@ -1,13 +1,17 @@
 """What happens to a shard engine (past-tense facts, frozen).
 
-Mutations are not events: they return a value or raise, so the engine takes
-them through :meth:`ShardEngine.mutate`.
+The first event of every engine is :class:`StateLoaded`: the shell loads the
+own shard (from its store, or fresh) and hands it over. Mutations are not
+events: they return a value or raise, so the engine takes them through
+:meth:`ShardEngine.mutate` and :meth:`ShardEngine.commit`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from ..model._generation import StateObject
 from ..wire._messages import (
     ChangeNotification,
     DeltaUpdate,
@@ -24,8 +28,16 @@ __all__ = [
     "PeerJoined",
     "PeerLeft",
     "QueryStarted",
+    "StateLoaded",
     "TimerFired",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class StateLoaded:
+    """The shell loaded the own shard (resumed from its store, or a fresh start)."""
+
+    own: StateObject[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,4 +96,12 @@ class QueryStarted:
     max_staleness: float
 
 
-Event = MessageReceived | ChangeAnnounced | PeerJoined | PeerLeft | TimerFired | QueryStarted
+Event = (
+    StateLoaded
+    | MessageReceived
+    | ChangeAnnounced
+    | PeerJoined
+    | PeerLeft
+    | TimerFired
+    | QueryStarted
+)

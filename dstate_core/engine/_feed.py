@@ -1,4 +1,4 @@
-"""The node's change-feed aggregator (SPEC §3), sans-IO.
+"""The node's change-feed aggregator, sans-IO.
 
 Shards in ``ACTIVE_FEED_LAZY_PULL`` mode hand their committed generations to
 the one aggregator of their node. It keeps the highest generation per
@@ -13,11 +13,9 @@ from ..model._config import ChangeFeedConfig
 from ..model._generation import Generation
 from ..wire._codec import WireCodec
 from ..wire._messages import BatchedChangeFeed, ChangeNotification
-from ._actions import Action, Broadcast, StartTimer
+from ._actions import FEED_FLUSH, Action, Broadcast, StartTimer
 
-__all__ = ["FEED_TIMER", "ChangeFeedAggregator"]
-
-FEED_TIMER = ("feed",)
+__all__ = ["ChangeFeedAggregator"]
 
 
 class ChangeFeedAggregator:
@@ -50,7 +48,7 @@ class ChangeFeedAggregator:
         if self._timer_running:
             return []
         self._timer_running = True
-        return [StartTimer(FEED_TIMER, self._config.batch_interval)]
+        return [StartTimer(FEED_FLUSH, self._config.batch_interval)]
 
     def flush(self) -> list[Action]:
         """The batch timer fired: broadcast everything pending as one batch."""

@@ -1,4 +1,4 @@
-"""What the owner sends, and when (SPEC §2.3, §3): the push side of a shard engine.
+"""What the owner sends, and when: the push side of a shard engine.
 
 A committed mutation becomes at most one of: a delta or snapshot broadcast now,
 a delayed window, a change-feed announcement, or nothing. Which one follows from
@@ -26,16 +26,21 @@ from ..model._clock import Clock
 from ..model._config import PushMode, SyncStrategy
 from ..model._diagnostics import MetricCounters
 from ..model._generation import Generation, StateObject
-from ..model._state import DeltaDistributedState, DistributedState
 from ..model._urgency import SyncUrgency, UrgencyKind
 from ..wire._codec import WireCodec
 from ..wire._messages import ChangeNotification, DeltaUpdate, FullSnapshot, SnapshotReply
-from ._actions import Action, AnnounceChange, Broadcast, CancelTimer, SendTo, StartTimer
+from ._actions import (
+    DELAYED_PUSH,
+    Action,
+    AnnounceChange,
+    Broadcast,
+    CancelTimer,
+    SendTo,
+    StartTimer,
+)
+from ._kinds import StateKind
 
-__all__ = ["DELAYED_TIMER", "PERIODIC_TIMER", "Publisher", "SendPlan"]
-
-PERIODIC_TIMER = ("periodic",)
-DELAYED_TIMER = ("delayed",)
+__all__ = ["Publisher", "SendPlan"]
 
 log = logging.getLogger("dstate.engine")
 
@@ -77,17 +82,15 @@ class Publisher:
 
     def __init__(
         self,
-        state_type: type[DistributedState],
+        kind: StateKind,
         strategy: SyncStrategy,
         node_id: str,
         codec: WireCodec,
         metrics: MetricCounters,
         clock: Clock,
     ) -> None:
-        self._type = state_type
-        self._delta_type: type[DeltaDistributedState] | None = (
-            state_type if issubclass(state_type, DeltaDistributedState) else None
-        )
+        self._kind = kind
+        self._type = kind.state_type
         self._strategy = strategy
         self._node_id = node_id
         self._codec = codec
@@ -116,10 +119,7 @@ class Publisher:
         cached = self._snapshot
         if cached is not None and self._snapshot_of is own:
             return cached
-        if self._delta_type is not None:
-            payload = self._delta_type.serialize_view(view)
-        else:
-            payload = own.value.serialize_state()
+        payload = self._kind.snapshot_payload(own, view)
         snap = FullSnapshot(
             state_name=self._type.NAME,
             source_node=self._node_id,
@@ -133,14 +133,13 @@ class Publisher:
         return snap
 
     def _delta_frame(self, own: StateObject[Any], delta: BaseModel) -> bytes:
-        assert self._delta_type is not None
         return self._codec.encode(
             DeltaUpdate(
                 state_name=self._type.NAME,
                 source_node=self._node_id,
                 generation=own.generation,
                 wire_version=self._type.WIRE_VERSION,
-                payload=self._delta_type.serialize_delta(delta),
+                payload=self._kind.delta_payload(delta),
                 created_time=own.created_time,
                 modified_time=own.modified_time,
             )
@@ -201,7 +200,7 @@ class Publisher:
         actions: list[Action] = []
         if self._window is not None:
             self._window = None
-            actions.append(CancelTimer(DELAYED_TIMER))
+            actions.append(CancelTimer(DELAYED_PUSH))
         self._broadcast_gen = generation
         peers = self._peer_count
         if is_delta:
@@ -217,12 +216,12 @@ class Publisher:
         window = self._window
         if window is None:
             self._window = _Window(deadline, plan.delta, plan.generation, 1)
-            return [StartTimer(DELAYED_TIMER, plan.delay)]
+            return [StartTimer(DELAYED_PUSH, plan.delay)]
         window.delta, window.generation = plan.delta, plan.generation
         window.count += 1
         if deadline < window.deadline:
             window.deadline = deadline
-            return [StartTimer(DELAYED_TIMER, plan.delay)]
+            return [StartTimer(DELAYED_PUSH, plan.delay)]
         return []
 
     # -- timers and requests ------------------------------------------------------

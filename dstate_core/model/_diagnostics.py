@@ -10,12 +10,10 @@ from ._generation import Generation
 __all__ = [
     "HealthStatus",
     "MetricCounters",
-    "PeerState",
     "PeerSyncStatus",
     "StateHealth",
     "StateSyncMetrics",
     "SystemHealth",
-    "grade_state",
 ]
 
 
@@ -76,59 +74,6 @@ class StateSyncMetrics:
 
 
 @dataclass(slots=True)
-class PeerState:
-    """The mutable per-peer record behind :class:`PeerSyncStatus` (engine-private)."""
-
-    remote_generation: Generation | None = None
-    gap_count: int = 0
-    consecutive_failures: int = 0
-    last_sync_time: float | None = None
-    last_attempt_time: float | None = None
-    last_error: str | None = None
-    last_sync_latency_ms: float | None = None
-
-    def saw(self, generation: Generation) -> None:
-        """Remember the highest generation heard of from the peer."""
-        if self.remote_generation is None or generation > self.remote_generation:
-            self.remote_generation = generation
-
-    def failed(self, now: float, error: str) -> None:
-        """Record a failed sync attempt."""
-        self.consecutive_failures += 1
-        self.last_error = error
-        self.last_attempt_time = now
-
-    def synced(self, now: float, latency_ms: float | None) -> None:
-        """Record a successful sync."""
-        self.consecutive_failures = 0
-        self.last_error = None
-        self.last_sync_time = now
-        if latency_ms is not None:
-            self.last_sync_latency_ms = latency_ms
-
-    def row(
-        self,
-        node_id: str,
-        state_name: str,
-        view_generation: Generation | None,
-        synced_at: float | None,
-    ) -> PeerSyncStatus:
-        """The frozen status row."""
-        return PeerSyncStatus(
-            node_id=node_id,
-            state_name=state_name,
-            local_generation=view_generation,
-            remote_generation=self.remote_generation,
-            gap_count=self.gap_count,
-            consecutive_failures=self.consecutive_failures,
-            last_sync_time=synced_at if synced_at is not None else self.last_sync_time,
-            last_attempt_time=self.last_attempt_time,
-            last_error=self.last_error,
-            last_sync_latency_ms=self.last_sync_latency_ms,
-        )
-
-
-@dataclass(slots=True)
 class MetricCounters:
     """The mutable counters behind :class:`StateSyncMetrics` (engine-private)."""
 
@@ -173,25 +118,3 @@ class SystemHealth:
         """Combine per-state health into the node's."""
         worst = max((s.status for s in states), default=HealthStatus.HEALTHY)
         return cls(HealthStatus(worst), states)
-
-
-def grade_state(
-    state_name: str, peers: list[PeerSyncStatus], now: float, default_staleness: float
-) -> StateHealth:
-    """Grade a state from its peer rows (SPEC §10).
-
-    Healthy when every peer is fresh and none is failing; unhealthy when more
-    than half are stale or failing; degraded otherwise.
-    """
-    failing = sum(1 for p in peers if p.consecutive_failures > 0)
-    stale = sum(
-        1 for p in peers if p.consecutive_failures == 0 and p.is_stale(now, default_staleness)
-    )
-    healthy = len(peers) - failing - stale
-    if failing + stale == 0:
-        status = HealthStatus.HEALTHY
-    elif 2 * (failing + stale) > len(peers):
-        status = HealthStatus.UNHEALTHY
-    else:
-        status = HealthStatus.DEGRADED
-    return StateHealth(state_name, healthy, stale, failing, status)

@@ -9,7 +9,7 @@ backend: the shell does, when the engine asks (see ``docs/persistence.md``).
 
 from ._file import FilePersistence
 from ._incarnations import IncarnationFile
-from ._loading import load_or_fresh, save_or_raise
+from ._own_shard import load_or_fresh, save_or_raise
 from ._protocol import StatePersistence
 from ._sqlite import SqlitePersistence
 

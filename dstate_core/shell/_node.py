@@ -32,6 +32,7 @@ from ..model._errors import (
 from ..model._generation import IncarnationSource
 from ..model._state import DistributedState, validate_state_type
 from ..persistence._incarnations import IncarnationFile
+from ..persistence._own_shard import load_or_fresh
 from ..runtime._protocol import (
     ActorRef,
     ActorRuntime,
@@ -162,10 +163,9 @@ class DStateNode:
         with self._lock:
             if state_type.NAME in self._shards:
                 raise DuplicateNameError(state_type.NAME)
-            engine = ShardEngine(
-                state_type, config, self.node_id, self.clock, self._codec, self._incarnations
-            )
-            shard = Shard(self, engine, self._ask_timeout)
+            engine = ShardEngine(state_type, config, self.node_id, self.clock, self._codec)
+            own = load_or_fresh(state_type, store, self.clock, self._incarnations)
+            shard = Shard(self, engine, own, self._ask_timeout)
             self._shards[state_type.NAME] = shard
             shard.start(tuple(sorted(self._members)))
         log.info(

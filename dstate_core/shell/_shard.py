@@ -1,4 +1,4 @@
-"""The shard shell: one actor per registered state, and the handle users hold (SPEC §4, §10).
+"""The shard shell: one actor per registered state, and the handle users hold.
 
 :class:`Shard` is what ``node.register`` returns. Its query fast path runs in
 the caller's thread on the engine's published snapshot, with no message and no
@@ -15,7 +15,7 @@ import math
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from ..engine._actions import (
     Action,
@@ -28,16 +28,16 @@ from ..engine._actions import (
     StartTimer,
     TimerKey,
 )
-from ..engine._engine import ShardEngine
-from ..engine._events import Event, PeerJoined, QueryStarted, TimerFired
+from ..engine._engine import Mutation, ShardEngine
+from ..engine._events import Event, PeerJoined, QueryStarted, StateLoaded, TimerFired
+from ..model._clock import Clock
 from ..model._diagnostics import PeerSyncStatus, StateHealth, StateSyncMetrics
 from ..model._errors import ActorSendError, NodeShutdownError, QueryTimeoutError, StalePeerError
 from ..model._generation import Generation, StateObject, StateViewObject
 from ..model._state import DistributedState
-from ..runtime._protocol import ActorAskTimeout, ActorRef, PendingReply, TimerHandle
-
-if TYPE_CHECKING:
-    from ._node import DStateNode
+from ..persistence._own_shard import save_or_raise
+from ..runtime._protocol import ActorAskTimeout, ActorRef, ActorRuntime, PendingReply, TimerHandle
+from ..wire._messages import ChangeNotification
 
 __all__ = ["Projection", "Shard", "Subscription", "ViewCallback"]
 
@@ -50,6 +50,41 @@ Projection = Callable[[Mapping[str, StateViewObject[Any]]], R]
 ViewCallback = Callable[[str, StateViewObject[Any] | None, StateViewObject[Any] | None], None]
 
 log = logging.getLogger("dstate.shard")
+
+
+class ShardHost(Protocol):
+    """What a shard needs of its node (a :class:`~dstate_core.shell.DStateNode`)."""
+
+    @property
+    def node_id(self) -> str:
+        """The node's id."""
+        ...
+
+    @property
+    def runtime(self) -> ActorRuntime:
+        """The runtime the shard's actors run on."""
+        ...
+
+    @property
+    def clock(self) -> Clock:
+        """The node's clock."""
+        ...
+
+    def broadcast(self, data: bytes) -> None:
+        """Send bytes to every peer's inbox."""
+        ...
+
+    def send_to(self, node_id: str, data: bytes) -> None:
+        """Send bytes to one peer's inbox."""
+        ...
+
+    def announce(self, note: ChangeNotification) -> None:
+        """Hand a change notification to the node's change feed."""
+        ...
+
+    def feed_batches_for(self, state_name: str) -> int:
+        """How many feed batches carried ``state_name``."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +145,9 @@ class Shard(Generic[S]):
     queries wait for the shard's actor.
     """
 
-    def __init__(self, node: DStateNode, engine: ShardEngine[S], ask_timeout: float) -> None:
+    def __init__(
+        self, node: ShardHost, engine: ShardEngine[S], own: StateObject[S], ask_timeout: float
+    ) -> None:
         self._node = node
         self._engine = engine
         self._table = engine.view_table
@@ -129,6 +166,8 @@ class Shard(Generic[S]):
         self._closed = False
         self.ref: ActorRef = self._runtime.spawn(f"dstate.shard.{self.name}", self._receive)
         self._notifier: ActorRef = self._runtime.spawn(f"dstate.notify.{self.name}", self._notify)
+        # Before any message reaches the actor: its first event is the loaded state.
+        self._execute(engine.handle(StateLoaded(own)))
 
     def __repr__(self) -> str:
         return f"Shard({self.name!r}, node={self._node.node_id!r})"
@@ -343,11 +382,12 @@ class Shard(Generic[S]):
         engine = self._engine
         if isinstance(msg, _Mutate):
             try:
-                generation, actions = engine.mutate(msg.fn, with_delta=msg.with_delta)
+                mutation = engine.mutate(msg.fn, with_delta=msg.with_delta)
+                self._save(mutation)
             except Exception as exc:
                 return _Failed(exc)
-            self._execute(actions)
-            return generation
+            self._execute(engine.commit(mutation))
+            return mutation.generation
         if isinstance(msg, _Tick):
             held = self._timers.get(msg.key)
             if held is None or held[0] != msg.token:
@@ -366,13 +406,18 @@ class Shard(Generic[S]):
             engine.cancel_query(msg.query_id)
             return None
         if isinstance(msg, _Start):
-            actions = engine.start()
+            actions: list[Action] = []
             for member in msg.members:
                 actions.extend(engine.handle(PeerJoined(member)))
             self._execute(actions)
             return None
         self._execute(engine.handle(msg))
         return None
+
+    def _save(self, mutation: Mutation[S]) -> None:
+        """Persist a mutation before it is committed (MutationError if the store fails)."""
+        if mutation.save is not None:
+            save_or_raise(self._engine.config.persistence, mutation.save.state, mutation.save.delta)
 
     def _execute(self, actions: list[Action]) -> None:
         node = self._node

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dstate_core.engine import FEED_FLUSH, ShardEngine, StateLoaded, TimerKey
 from dstate_core.engine._actions import (
     Action,
     AnnounceChange,
@@ -26,11 +27,12 @@ from dstate_core.engine._actions import (
     SendTo,
     StartTimer,
 )
-from dstate_core.engine._engine import ShardEngine
 from dstate_core.engine._events import PeerJoined, PeerLeft, QueryStarted, TimerFired
-from dstate_core.engine._feed import FEED_TIMER, ChangeFeedAggregator
+from dstate_core.engine._feed import ChangeFeedAggregator
+from dstate_core.model._clock import Clock
 from dstate_core.model._config import ChangeFeedConfig, StateConfig
-from dstate_core.model._generation import IncarnationSource
+from dstate_core.model._generation import Generation, IncarnationSource
+from dstate_core.persistence import load_or_fresh, save_or_raise
 from dstate_core.shell._inbox import InboundRouter
 from dstate_core.testing import TestClock
 from dstate_core.wire._codec import WireCodec
@@ -39,15 +41,57 @@ from dstate_core.wire._messages import Message
 FEED = "feed"
 
 
+def start_engine(
+    state_type: Any,
+    config: StateConfig,
+    node_id: str,
+    clock: Clock,
+    codec: WireCodec,
+    source: IncarnationSource | None = None,
+) -> tuple[ShardEngine[Any], list[Action]]:
+    """An engine with its own state loaded as the shell does it; the load's actions."""
+    engine: ShardEngine[Any] = ShardEngine(state_type, config, node_id, clock, codec)
+    own = load_or_fresh(state_type, config.persistence, clock, source or IncarnationSource())
+    return engine, engine.handle(StateLoaded(own))
+
+
+def make_engine(
+    state_type: Any,
+    config: StateConfig | None = None,
+    node_id: str = "a",
+    clock: Clock | None = None,
+    codec: WireCodec | None = None,
+    source: IncarnationSource | None = None,
+) -> ShardEngine[Any]:
+    """:func:`start_engine` with defaults, for tests that need only the engine."""
+    engine, _ = start_engine(
+        state_type,
+        config or StateConfig(),
+        node_id,
+        clock or TestClock(),
+        codec or WireCodec(),
+        source,
+    )
+    return engine
+
+
+def commit_mutation(
+    engine: ShardEngine[Any], fn: Any, *, with_delta: bool = False
+) -> tuple[Generation, list[Action]]:
+    """Mutate as the shell does: prepare, save (MutationError if it fails), commit."""
+    mutation = engine.mutate(fn, with_delta=with_delta)
+    if mutation.save is not None:
+        save_or_raise(engine.config.persistence, mutation.save.state, mutation.save.delta)
+    return mutation.generation, engine.commit(mutation)
+
+
 @dataclass
 class Node:
     engines: dict[str, ShardEngine[Any]]
     feed: ChangeFeedAggregator
     router: InboundRouter
     primary: str
-    timers: dict[tuple[str, tuple[Any, ...]], tuple[float, float, bool]] = field(
-        default_factory=dict
-    )
+    timers: dict[tuple[str, TimerKey], tuple[float, float, bool]] = field(default_factory=dict)
     notified: list[NotifyView] = field(default_factory=list)
     finished: dict[int, FinishQuery] = field(default_factory=dict)
 
@@ -116,9 +160,13 @@ class EngineNet:
         if state_type is not None:
             types[0] = state_type
         engines: dict[str, ShardEngine[Any]] = {}
+        loaded: dict[str, list[Action]] = {}
         for kind in types:
             chosen = (configs or {}).get(kind.NAME) or config or self.config
-            engines[kind.NAME] = ShardEngine(kind, chosen, node_id, self.clock, self.codec, source)
+            engine, loaded[kind.NAME] = start_engine(
+                kind, chosen, node_id, self.clock, self.codec, source
+            )
+            engines[kind.NAME] = engine
         node = Node(
             engines,
             ChangeFeedAggregator(node_id, ChangeFeedConfig(self.batch_interval), self.codec),
@@ -127,8 +175,8 @@ class EngineNet:
         )
         others = list(self.nodes)
         self.nodes[node_id] = node
-        for name, engine in engines.items():
-            self.apply(node_id, engine.start(), name)
+        for name, actions in loaded.items():
+            self.apply(node_id, actions, name)
         for other in others:
             for name, engine in self.nodes[other].engines.items():
                 self.apply(other, engine.handle(PeerJoined(node_id)), name)
@@ -180,7 +228,7 @@ class EngineNet:
                         if dst != node_id:
                             self._queue(node_id, dst, data)
                 case StartTimer(key=key, delay=delay, repeat=repeat):
-                    timer_owner = FEED if key == FEED_TIMER else owner
+                    timer_owner = FEED if key == FEED_FLUSH else owner
                     node.timers[(timer_owner, key)] = (self.clock.now() + delay, delay, repeat)
                 case CancelTimer(key=key):
                     node.timers.pop((owner, key), None)
@@ -241,7 +289,7 @@ class EngineNet:
         self, node_id: str, fn: Any, *, with_delta: bool = False, name: str | None = None
     ) -> Any:
         engine = self.engine(node_id, name)
-        generation, actions = engine.mutate(fn, with_delta=with_delta)
+        generation, actions = commit_mutation(engine, fn, with_delta=with_delta)
         self.apply(node_id, actions, engine.name)
         return generation
 
@@ -265,7 +313,7 @@ class EngineNet:
             if (src is None or s == src) and (dst is None or d == dst)
         ]
 
-    def timer_due(self, node_id: str, owner: str, key: tuple[Any, ...]) -> float | None:
+    def timer_due(self, node_id: str, owner: str, key: TimerKey) -> float | None:
         """When timer ``key`` of ``owner`` on ``node_id`` fires next, or None."""
         entry = self.nodes[node_id].timers.get((owner, key))
         return None if entry is None else entry[0]

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import pytest
 from pydantic import BaseModel
 
+from dstate_core.engine import DELAYED_PUSH, FEED_FLUSH, PERIODIC_SYNC, ProbeTimer, PullTimer
 from dstate_core.engine._actions import CancelTimer, FinishQuery, NotifyView, SendTo, StartTimer
 from dstate_core.engine._engine import ShardEngine
 from dstate_core.engine._events import (
@@ -23,16 +24,16 @@ from dstate_core.engine._events import (
     QueryStarted,
     TimerFired,
 )
-from dstate_core.engine._feed import FEED_TIMER
-from dstate_core.engine._publisher import DELAYED_TIMER, PERIODIC_TIMER
+from dstate_core.engine._peers import Membership, PeerStatuses, grade_state
 from dstate_core.engine._pulls import PullTracker
+from dstate_core.engine._views import ViewTable
 from dstate_core.model._config import PushMode, StateConfig, SyncStrategy, VersionMismatchPolicy
 from dstate_core.model._diagnostics import (
     HealthStatus,
+    MetricCounters,
     PeerSyncStatus,
     StateSyncMetrics,
     SystemHealth,
-    grade_state,
 )
 from dstate_core.model._errors import (
     DeserializeError,
@@ -41,7 +42,12 @@ from dstate_core.model._errors import (
     NewerRecordError,
     PersistError,
 )
-from dstate_core.model._generation import Generation, IncarnationSource, StateObject
+from dstate_core.model._generation import (
+    Generation,
+    IncarnationSource,
+    StateObject,
+    StateViewObject,
+)
 from dstate_core.model._msgpack import pack, unpack
 from dstate_core.model._state import DistributedState
 from dstate_core.model._urgency import SyncUrgency
@@ -64,7 +70,7 @@ from dstate_core.wire._messages import (
     SnapshotReply,
 )
 
-from .engine_net import EngineNet
+from .engine_net import EngineNet, commit_mutation, start_engine
 
 WALL = 1_700_000_000_000
 
@@ -372,7 +378,7 @@ class TestMutation:
         engine = net.engine("a")
         before = (engine.own, engine.published)
         with pytest.raises(TypeError, match="TestState") as caught:
-            engine.mutate(lambda _state: {"value": 1})
+            commit_mutation(engine, lambda _state: {"value": 1})
         assert "dict" in str(caught.value)
         assert (engine.own, engine.published) == before
 
@@ -391,7 +397,7 @@ class TestMutation:
             raise RuntimeError("closure failed")
 
         with pytest.raises(RuntimeError, match="closure failed"):
-            engine.mutate(broken, with_delta=True)
+            commit_mutation(engine, broken, with_delta=True)
         assert engine.own is own
         assert engine.own.value.counters == {}
         assert engine.own.value.history == []
@@ -408,13 +414,13 @@ class TestMutation:
     def test_mutate_with_delta_on_a_simple_state(self) -> None:
         net = EngineNet(TestState, ["a"])
         with pytest.raises(TypeError, match="mutate\\(\\)"):
-            net.engine("a").mutate(TestState.increment(), with_delta=True)
+            commit_mutation(net.engine("a"), TestState.increment(), with_delta=True)
         assert net.engine("a").own.generation.age == 0
 
     def test_non_callable_is_rejected(self) -> None:
         net = EngineNet(TestState, ["a"])
         with pytest.raises(TypeError, match="callable"):
-            net.engine("a").mutate(42)  # type: ignore[arg-type]
+            commit_mutation(net.engine("a"), 42)  # type: ignore[arg-type]
 
     def test_nested_in_place_changes_do_not_leak_when_the_closure_raises(self) -> None:
         net = EngineNet(TestState, ["a"])
@@ -429,7 +435,7 @@ class TestMutation:
             raise KeyError("late")
 
         with pytest.raises(KeyError):
-            engine.mutate(broken)
+            commit_mutation(engine, broken)
         assert committed.value.items == {"x": 1}
         assert committed.value.label == ""
         assert own_view(net, "a").value.items == {"x": 1}
@@ -451,7 +457,7 @@ class TestMutation:
         mark = len(net.log)
         store.fail_next_save()
         with pytest.raises(MutationError) as caught:
-            engine.mutate(TestState.increment(7))
+            commit_mutation(engine, TestState.increment(7))
         cause = caught.value.__cause__
         assert isinstance(cause, PersistError)
         assert str(cause) in str(caught.value)
@@ -552,7 +558,7 @@ class TestStateHooks:
         own, published = engine.own, engine.published
         mark = len(net.log)
         with pytest.raises(TypeError, match=match):
-            engine.mutate(TestDeltaState.bump("k", 1), with_delta=True)
+            commit_mutation(engine, TestDeltaState.bump("k", 1), with_delta=True)
         assert engine.own is own
         assert engine.published is published
         assert engine.metrics().total_mutations == 0
@@ -563,20 +569,22 @@ class TestStateHooks:
             make_engine(WrongProjection)
 
     def test_an_update_too_big_for_the_wire_fails_the_mutation(self) -> None:
-        engine = ShardEngine(
+        engine = start_engine(
             TestState, StateConfig(), "a", TestClock(), WireCodec(max_message_bytes=300)
-        )
+        )[0]
         engine.handle(PeerJoined("b"))
         own = engine.own
         with pytest.raises(MutationError, match="max_message_bytes"):
-            engine.mutate(lambda s: setattr(s, "label", "x" * 1000))
+            commit_mutation(engine, lambda s: setattr(s, "label", "x" * 1000))
         assert engine.own is own
 
     def test_a_snapshot_too_big_for_the_wire_never_raises_from_peer_input(self) -> None:
         config = StateConfig(sync_strategy=SyncStrategy(PushMode.NONE))
-        engine = ShardEngine(TestState, config, "a", TestClock(), WireCodec(max_message_bytes=300))
+        engine = start_engine(
+            TestState, config, "a", TestClock(), WireCodec(max_message_bytes=300)
+        )[0]
         engine.handle(PeerJoined("b"))
-        engine.mutate(lambda s: setattr(s, "label", "x" * 1000))  # nothing encoded yet
+        commit_mutation(engine, lambda s: setattr(s, "label", "x" * 1000))  # nothing encoded yet
         engine.handle(MessageReceived(RequestSnapshot(TestState.NAME, "b", 1)))
         engine.handle(PeerJoined("c"))
         assert engine.metrics().sync_failures >= 1
@@ -585,11 +593,13 @@ class TestStateHooks:
         self, caplog: pytest.LogCaptureFixture
     ) -> None:
         config = StateConfig(sync_strategy=SyncStrategy.periodic_only(1.0))
-        engine = ShardEngine(TestState, config, "a", TestClock(), WireCodec(max_message_bytes=300))
+        engine = start_engine(
+            TestState, config, "a", TestClock(), WireCodec(max_message_bytes=300)
+        )[0]
         engine.handle(PeerJoined("b"))
-        engine.mutate(lambda s: setattr(s, "label", "x" * 1000))
+        commit_mutation(engine, lambda s: setattr(s, "label", "x" * 1000))
         with caplog.at_level(logging.ERROR, "dstate.engine"):
-            assert engine.handle(TimerFired(PERIODIC_TIMER)) == []
+            assert engine.handle(TimerFired(PERIODIC_SYNC)) == []
         assert engine.metrics().sync_failures == 1
         assert any("test_state" in r.getMessage() for r in caplog.records)
 
@@ -840,7 +850,7 @@ class TestPushModes:
         net.mutate("a", TestState.increment())
         net.mutate("a", TestDeltaState.bump("k", 2), with_delta=True, name=TestDeltaState.NAME)
         net.mutate("b", TestState.increment(10))
-        assert net.timer_due("a", "feed", FEED_TIMER) == start + 1.0
+        assert net.timer_due("a", "feed", FEED_FLUSH) == start + 1.0
         net.advance(0.9)
         net.mutate("a", TestState.increment())  # same (state, source): highest wins
         assert sent_since(net, mark) == []
@@ -914,7 +924,7 @@ class TestPushModes:
         config = StateConfig(sync_strategy=SyncStrategy.periodic_only(2.0))
         net = EngineNet(TestState, ["a", "b"], config)
         net.run()
-        assert net.timer_due("a", TestState.NAME, PERIODIC_TIMER) == 2.0
+        assert net.timer_due("a", TestState.NAME, PERIODIC_SYNC) == 2.0
         mark = len(net.log)
         net.mutate("a", TestState.increment(5))
         assert sent_since(net, mark) == []
@@ -1065,8 +1075,8 @@ class TestUrgency:
         a = net.engine("a")
         net.mutate("a", UrgentDeltaState.bump("late:x", 1), with_delta=True)
         net.mutate("a", UrgentDeltaState.bump("k", 1), with_delta=True)  # sent at once
-        assert a.handle(TimerFired(DELAYED_TIMER)) == []
-        assert a.handle(TimerFired(DELAYED_TIMER)) == []
+        assert a.handle(TimerFired(DELAYED_PUSH)) == []
+        assert a.handle(TimerFired(DELAYED_PUSH)) == []
 
     def test_immediate_cancels_an_open_window(self) -> None:
         net = EngineNet(UrgentDeltaState, ["a", "b"], feed_config())
@@ -1557,7 +1567,7 @@ class TestMembership:
         net.link_filter = lambda s, d, data: False
         net.add("b")
         net.advance(1.05)  # the join probes time out
-        probe = ("probe", "b")
+        probe = ProbeTimer("b")
         first = net.timer_due("a", TestState.NAME, probe)
         assert first is not None and first == pytest.approx(1.0 + 1.0, abs=0.1)
         net.advance(2.0)  # the retry times out too: the delay doubles
@@ -1575,10 +1585,10 @@ class TestMembership:
         net.link_filter = lambda s, d, data: False
         net.add("b")
         net.advance(1.05)
-        assert net.timer_due("a", TestState.NAME, ("probe", "b")) is not None
+        assert net.timer_due("a", TestState.NAME, ProbeTimer("b")) is not None
         net.leave("b")
-        assert net.timer_due("a", TestState.NAME, ("probe", "b")) is None
-        assert net.engine("a").handle(TimerFired(("probe", "b"))) == []
+        assert net.timer_due("a", TestState.NAME, ProbeTimer("b")) is None
+        assert net.engine("a").handle(TimerFired(ProbeTimer("b"))) == []
 
     def test_leave_of_an_unknown_node_is_ignored(self) -> None:
         net = EngineNet(TestState, ["a", "b"])
@@ -1659,14 +1669,14 @@ def make_engine(
     clock: TestClock | None = None,
     source: IncarnationSource | None = None,
 ) -> ShardEngine[Any]:
-    return ShardEngine(
+    return start_engine(
         state_type,
         StateConfig(persistence=store),
         "a",
         clock or TestClock(),
         WireCodec(),
         source or IncarnationSource(),
-    )
+    )[0]
 
 
 class TestStartup:
@@ -1693,7 +1703,7 @@ class TestStartup:
         first = make_engine(TestState, store, clock=clock)
         for _ in range(3):
             clock.advance(1.0)
-            first.mutate(TestState.increment(2))
+            commit_mutation(first, TestState.increment(2))
         saved = first.own
         clock.advance(100.0)
         second = make_engine(TestState, store, clock=clock)
@@ -1702,12 +1712,12 @@ class TestStartup:
         assert second.own.modified_time == saved.modified_time
         assert second.own.value == saved.value
         assert second.own.generation.age == 3
-        assert second.mutate(TestState.increment())[0] == saved.generation.next()
+        assert commit_mutation(second, TestState.increment())[0] == saved.generation.next()
 
     def test_a_loaded_incarnation_is_observed(self) -> None:
         store = InMemoryPersistence()
         first = make_engine(TestState, store, clock=TestClock(wall_ms=9_000))
-        first.mutate(TestState.increment())
+        commit_mutation(first, TestState.increment())
         source = IncarnationSource()
         make_engine(TestState, store, clock=TestClock(wall_ms=1_000), source=source)
         assert source.last == 9_000
@@ -1720,7 +1730,7 @@ class TestStartup:
         clock = TestClock()
         source = IncarnationSource()
         first = make_engine(TestState, store, clock=clock, source=source)
-        first.mutate(TestState.increment(5))
+        commit_mutation(first, TestState.increment(5))
         stored = first.own.generation
         store.fail_load(True)
         with caplog.at_level(logging.WARNING, "dstate"):
@@ -1735,7 +1745,7 @@ class TestStartup:
     def test_older_storage_version_is_migrated(self) -> None:
         store = InMemoryPersistence()
         old = make_engine(StoredV1, store)
-        old.mutate(lambda s: setattr(s, "count", 4))
+        commit_mutation(old, lambda s: setattr(s, "count", 4))
         saved = old.own
         new = make_engine(StoredV2, store)
         assert new.own.value == StoredV2(total=40)
@@ -1746,7 +1756,7 @@ class TestStartup:
     def test_failed_migration_starts_fresh(self, caplog: pytest.LogCaptureFixture) -> None:
         store = InMemoryPersistence()
         old = make_engine(StoredV1, store)
-        old.mutate(lambda s: setattr(s, "count", 4))
+        commit_mutation(old, lambda s: setattr(s, "count", 4))
         source = IncarnationSource()
         source.observe(old.own.generation.incarnation)
         with caplog.at_level(logging.WARNING, "dstate"):
@@ -1758,7 +1768,7 @@ class TestStartup:
 
     def test_a_newer_storage_version_is_refused_and_never_overwritten(self) -> None:
         store = InMemoryPersistence()
-        make_engine(StoredV2, store).mutate(lambda s: setattr(s, "total", 1))
+        commit_mutation(make_engine(StoredV2, store), lambda s: setattr(s, "total", 1))
         saves = store.save_count
         with pytest.raises(NewerRecordError, match="storage version 2"):
             make_engine(StoredV1, store)
@@ -1970,43 +1980,63 @@ class TestSecurity:
 
 
 class TestPullTracker:
-    def make(self) -> PullTracker:
-        return PullTracker("s", "a", TestClock(), WireCodec(), 2.0)
+    def make(self, clock: TestClock | None = None) -> tuple[PullTracker, ViewTable]:
+        views, peers = ViewTable("a"), Membership()
+        for node in ("b", "c"):
+            peers.join(node)
+        config = StateConfig(pull_timeout=2.0)
+        pulls = PullTracker(
+            "s",
+            "a",
+            clock or TestClock(),
+            WireCodec(),
+            config,
+            views,
+            peers,
+            PeerStatuses(),
+            MetricCounters(),
+        )
+        return pulls, views
 
     def test_one_pull_per_peer(self) -> None:
-        pulls = self.make()
+        pulls, _ = self.make()
         assert len(pulls.ensure("b", probe=False)) == 2
         assert pulls.in_flight("b")
         assert pulls.ensure("b", probe=False) == []
         assert pulls.ensure("b", probe=True) == []
-        pull = pulls.take("b", 1)
-        assert pull is not None and not pull.probe
+        assert CancelTimer(PullTimer("b", 1)) in pulls.settle("b", 1, None)
         assert not pulls.in_flight("b")
 
     def test_a_real_pull_replaces_an_in_flight_probe(self) -> None:
-        pulls = self.make()
+        pulls, _ = self.make()
         pulls.ensure("b", probe=True)
         actions = pulls.ensure("b", probe=False)
-        assert CancelTimer(("pull", "b", 1)) in actions
-        assert StartTimer(("pull", "b", 2), 2.0) in actions
-        assert pulls.take("b", 1) is None
-        pull = pulls.take("b", 2)
-        assert pull is not None and not pull.probe
+        assert CancelTimer(PullTimer("b", 1)) in actions
+        assert StartTimer(PullTimer("b", 2), 2.0) in actions
+        assert pulls.settle("b", 1, None) == []  # the replaced probe is over already
+        assert pulls.in_flight("b")
+        pulls.settle("b", 2, None)
+        assert not pulls.in_flight("b")
 
-    def test_take_of_another_request_is_none(self) -> None:
-        pulls = self.make()
+    def test_settling_another_request_changes_nothing(self) -> None:
+        pulls, _ = self.make()
         pulls.ensure("b", probe=False)
-        assert pulls.take("b", 99) is None
-        assert pulls.take("c", 1) is None
+        assert pulls.settle("b", 99, "lost") == []
+        assert pulls.settle("c", 1, "lost") == []
         assert pulls.in_flight("b")
 
     def test_forget_cancels_and_settles(self) -> None:
-        pulls = self.make()
-        pulls.wait(7, ["b", "c"], 1.0)
+        clock = TestClock()
+        pulls, views = self.make(clock)
+        for node in ("b", "c"):
+            views.put(StateViewObject(Generation(1, 1), 1, None, 0, 0, 0.0, None, node))
+        clock.advance(5.0)
+        assert len(pulls.start_query(7, 1.0)) == 4
         actions = pulls.forget("b")
-        assert CancelTimer(("pull", "b", 1)) in actions
+        assert CancelTimer(PullTimer("b", 1)) in actions
         assert not pulls.in_flight("b")
-        assert pulls.settle_waiters("c", "gone") == [FinishQuery(7, (("c", "gone"),))]
+        finished = pulls.timed_out(PullTimer("c", 2))
+        assert finished[-1] == FinishQuery(7, (("c", "no reply within pull_timeout=2.0s"),))
 
 
 # -- events not covered elsewhere ----------------------------------------------------
@@ -2021,7 +2051,7 @@ class TestEvents:
         net = EngineNet(
             TestState, ["a"], StateConfig(sync_strategy=SyncStrategy.periodic_only(1.0))
         )
-        assert net.engine("a").handle(TimerFired(PERIODIC_TIMER)) == []
+        assert net.engine("a").handle(TimerFired(PERIODIC_SYNC)) == []
 
     def test_unknown_timer_key_is_ignored(self) -> None:
         net = EngineNet(TestState, ["a"])

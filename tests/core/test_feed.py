@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dstate_core.engine import FEED_FLUSH, ChangeFeedAggregator
 from dstate_core.engine._actions import Broadcast, StartTimer
-from dstate_core.engine._feed import FEED_TIMER, ChangeFeedAggregator
 from dstate_core.model._config import ChangeFeedConfig
 from dstate_core.model._generation import Generation
 from dstate_core.wire._codec import WireCodec
@@ -37,7 +37,7 @@ def feed() -> ChangeFeedAggregator:
 
 class TestRecord:
     def test_first_notification_starts_the_batch_timer(self, feed: ChangeFeedAggregator) -> None:
-        assert feed.record(note("s", 1)) == [StartTimer(FEED_TIMER, 0.25)]
+        assert feed.record(note("s", 1)) == [StartTimer(FEED_FLUSH, 0.25)]
         assert feed.pending == 1
 
     def test_later_notifications_do_not_restart_it(self, feed: ChangeFeedAggregator) -> None:
@@ -78,7 +78,7 @@ class TestFlush:
     ) -> None:
         feed.record(note("s", 1))
         feed.flush()
-        assert feed.record(note("s", 2)) == [StartTimer(FEED_TIMER, 0.25)]
+        assert feed.record(note("s", 2)) == [StartTimer(FEED_FLUSH, 0.25)]
         [batch] = batches(feed.flush())
         assert batch.notifications == (note("s", 2),)
         assert feed.batches_sent == 2

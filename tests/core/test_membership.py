@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dstate_core.engine._membership import Membership
+from dstate_core.engine._peers import Membership
 from dstate_core.model._generation import Generation
 
 G = Generation

@@ -28,7 +28,7 @@ from dstate_core.testing._states import TestDeltaChange, UrgentDeltaState
 from dstate_core.wire._codec import WireCodec
 from dstate_core.wire._messages import RequestSnapshot
 
-from .engine_net import EngineNet
+from .engine_net import EngineNet, commit_mutation, make_engine, start_engine
 
 PREFIXES = ["", "now:", "late:", "quiet:"]
 
@@ -94,10 +94,10 @@ class Owner:
 def make_owner(state_type: type, strategy: SyncStrategy, clock: TestClock) -> Owner:
     store = FailingPersistence()
     config = StateConfig(sync_strategy=strategy, persistence=store)
-    engine = ShardEngine(state_type, config, "a", clock, WireCodec(), IncarnationSource())
+    engine, loaded = start_engine(state_type, config, "a", clock, WireCodec())
     owner = Owner(engine, clock, store)
     owner.record()
-    owner.run(engine.start())
+    owner.run(loaded)
     owner.run(engine.handle(PeerJoined("b")))
     return owner
 
@@ -117,12 +117,12 @@ def play(owner: Owner, state_type: type, program: list[tuple[str, str, str, int]
     for op, arg, key, amount in program:
         if op == "mutate":
             fn, with_delta = change_for(state_type, arg, key, amount)
-            owner.run(owner.engine.mutate(fn, with_delta=with_delta)[1])
+            owner.run(commit_mutation(owner.engine, fn, with_delta=with_delta)[1])
         elif op == "fail":
             owner.store.fail_next_save()
             fn, with_delta = change_for(state_type, arg, "fail", 100)
             with pytest.raises(MutationError):
-                owner.engine.mutate(fn, with_delta=with_delta)
+                commit_mutation(owner.engine, fn, with_delta=with_delta)
         elif op == "tick":
             owner.tick(float(arg))
         else:
@@ -165,9 +165,7 @@ def test_any_delivery_never_goes_back_and_a_final_snapshot_converges(
     pool = owner.pool
     order = data.draw(st.lists(st.integers(0, len(pool) - 1), max_size=40), label="deliveries")
 
-    peer = ShardEngine(
-        state_type, StateConfig(), "b", clock, WireCodec(), IncarnationSource(floor=5)
-    )
+    peer = make_engine(state_type, StateConfig(), "b", clock, source=IncarnationSource(floor=5))
     peer.handle(PeerJoined("a"))
     router = InboundRouter("b", WireCodec(), clock)
     generation: Generation | None = None

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from dstate_core import Generation, StalePeerError, StateConfig, SyncStrategy
-from dstate_core.engine._engine import PROBE_BACKOFF_CAP
+from dstate_core.engine._pulls import PROBE_BACKOFF_CAP
 from dstate_core.testing import (
     DeterministicCluster,
     InMemoryPersistence,

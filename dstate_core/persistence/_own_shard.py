@@ -1,4 +1,4 @@
-"""Where a shard's own state comes from, and how a mutation is made durable (SPEC §6).
+"""Where a shard's own state comes from, and how a mutation is made durable.
 
 Startup: no backend or nothing stored means a fresh state (age 0, a new
 incarnation); a stored record keeps its generation and timestamps, migrating

@@ -1,0 +1,177 @@
+"""What a shard knows of its peers: who is a member, what it last held of those that went,
+and how each peer's sync is going.
+
+A member's messages are judged by the receiver rules. A departed node's late
+messages are ignored until it joins again. When it does, its view is gone, so
+the newest generation held before is kept as a *floor*: an update older than
+it is a late message of the past (see :func:`~dstate_core.engine._rules.judge`),
+never a step back. The same floor guards a view dropped for an unreadable
+version (``docs/protocol.md#join-and-leave``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..model._diagnostics import HealthStatus, PeerSyncStatus, StateHealth
+from ..model._generation import Generation
+
+__all__ = ["Membership", "PeerState", "PeerStatuses", "grade_state"]
+
+
+class Membership:
+    """The peers of one shard and the floors of those without a view.
+
+    Concurrency: owned by one engine, used in its mailbox only.
+    """
+
+    def __init__(self) -> None:
+        self._members: set[str] = set()
+        self._departed: dict[str, Generation] = {}
+        self._floors: dict[str, Generation] = {}
+
+    def __contains__(self, node: object) -> bool:
+        return node in self._members
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def members(self) -> frozenset[str]:
+        """The current peers."""
+        return frozenset(self._members)
+
+    def departed(self, node: str) -> bool:
+        """True if ``node`` was a member and left (and has not joined again)."""
+        return node in self._departed
+
+    def join(self, node: str) -> None:
+        """``node`` is a member (again); a departed node keeps its floor."""
+        floor = self._departed.pop(node, None)
+        if floor is not None:
+            self._floors[node] = floor
+        self._members.add(node)
+
+    def leave(self, node: str, *held: Generation | None) -> bool:
+        """``node`` left; ``held``: the generations last held or seen of it.
+
+        Returns:
+            False if ``node`` was not a member (nothing changes).
+        """
+        if node not in self._members:
+            return False
+        self._members.discard(node)
+        known = [g for g in (*held, self._floors.pop(node, None)) if g is not None]
+        self._departed[node] = max(known, default=Generation(0, 0))
+        return True
+
+    def view_dropped(self, node: str, generation: Generation) -> None:
+        """The view of ``node`` at ``generation`` was removed while it stays a member."""
+        self._floors[node] = generation
+
+    def floor(self, node: str) -> Generation | None:
+        """The newest generation held of ``node`` before its view went, if any."""
+        return self._floors.get(node)
+
+
+@dataclass(slots=True)
+class PeerState:
+    """The mutable per-peer record behind :class:`PeerSyncStatus` (engine-private)."""
+
+    remote_generation: Generation | None = None
+    gap_count: int = 0
+    consecutive_failures: int = 0
+    last_sync_time: float | None = None
+    last_attempt_time: float | None = None
+    last_error: str | None = None
+    last_sync_latency_ms: float | None = None
+
+    def saw(self, generation: Generation) -> None:
+        """Remember the highest generation heard of from the peer."""
+        if self.remote_generation is None or generation > self.remote_generation:
+            self.remote_generation = generation
+
+    def failed(self, now: float, error: str) -> None:
+        """Record a failed sync attempt."""
+        self.consecutive_failures += 1
+        self.last_error = error
+        self.last_attempt_time = now
+
+    def synced(self, now: float, latency_ms: float | None) -> None:
+        """Record a successful sync."""
+        self.consecutive_failures = 0
+        self.last_error = None
+        self.last_sync_time = now
+        if latency_ms is not None:
+            self.last_sync_latency_ms = latency_ms
+
+    def row(
+        self,
+        node_id: str,
+        state_name: str,
+        view_generation: Generation | None,
+        synced_at: float | None,
+    ) -> PeerSyncStatus:
+        """The frozen status row."""
+        return PeerSyncStatus(
+            node_id=node_id,
+            state_name=state_name,
+            local_generation=view_generation,
+            remote_generation=self.remote_generation,
+            gap_count=self.gap_count,
+            consecutive_failures=self.consecutive_failures,
+            last_sync_time=synced_at if synced_at is not None else self.last_sync_time,
+            last_attempt_time=self.last_attempt_time,
+            last_error=self.last_error,
+            last_sync_latency_ms=self.last_sync_latency_ms,
+        )
+
+
+class PeerStatuses:
+    """The :class:`PeerState` of every peer a shard has heard of, by node id.
+
+    Concurrency: owned by one engine, used in its mailbox only.
+    """
+
+    def __init__(self) -> None:
+        self._rows: dict[str, PeerState] = {}
+
+    def of(self, node: str) -> PeerState:
+        """The record of ``node``, created on first use."""
+        row = self._rows.get(node)
+        if row is None:
+            row = self._rows[node] = PeerState()
+        return row
+
+    def find(self, node: str) -> PeerState | None:
+        """The record of ``node``, if there is one."""
+        return self._rows.get(node)
+
+    def discard(self, node: str) -> None:
+        """Forget ``node`` (it left)."""
+        self._rows.pop(node, None)
+
+    def by_node(self) -> list[tuple[str, PeerState]]:
+        """Every record, sorted by node id."""
+        return sorted(self._rows.items())
+
+
+def grade_state(
+    state_name: str, peers: list[PeerSyncStatus], now: float, default_staleness: float
+) -> StateHealth:
+    """Grade a state from its peer rows (``docs/diagnostics.md#health``).
+
+    Healthy when every peer is fresh and none is failing; unhealthy when more
+    than half are stale or failing; degraded otherwise.
+    """
+    failing = sum(1 for p in peers if p.consecutive_failures > 0)
+    stale = sum(
+        1 for p in peers if p.consecutive_failures == 0 and p.is_stale(now, default_staleness)
+    )
+    healthy = len(peers) - failing - stale
+    if failing + stale == 0:
+        status = HealthStatus.HEALTHY
+    elif 2 * (failing + stale) > len(peers):
+        status = HealthStatus.UNHEALTHY
+    else:
+        status = HealthStatus.DEGRADED
+    return StateHealth(state_name, healthy, stale, failing, status)

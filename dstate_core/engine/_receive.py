@@ -1,0 +1,266 @@
+"""The replica side of a shard engine: what an update from a peer does to its view.
+
+Every snapshot and delta is first *admitted* (only a member's messages count;
+a departed node's late ones are ignored), then judged against the view held by
+the receiver rules (:func:`~dstate_core.engine._rules.judge`), and only then
+decoded, so a stale or duplicate message costs no deserialization. A payload
+that cannot be used is counted and logged and keeps the view as it was, except
+that ``DROP_AND_WAIT`` removes the view of a peer whose wire version this node
+cannot read (``docs/protocol.md#receiver-rules``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any
+
+from .._ratelimit import DropLog, RateLimitedLog
+from ..model._clock import Clock
+from ..model._config import VersionMismatchPolicy
+from ..model._diagnostics import MetricCounters
+from ..model._generation import Generation, StateViewObject
+from ..wire._messages import DeltaUpdate, FullSnapshot
+from ._actions import Action, NotifyView
+from ._kinds import StateKind, Unreadable
+from ._peers import Membership, PeerStatuses
+from ._pulls import PullTracker
+from ._rules import Kind, Verdict, judge
+from ._views import ViewTable
+
+__all__ = ["Receiver"]
+
+log = logging.getLogger("dstate.engine")
+
+
+class Receiver:
+    """Applies peers' snapshots, deltas and change announcements to one shard's views.
+
+    Args:
+        name, node_id: the shard's state and node.
+        clock: the engine's clock.
+        policy: what to do with a wire version this node cannot read.
+        kind: decodes payloads of the state's kind.
+        views, peers, statuses, metrics, pulls: the engine's, updated here.
+
+    Concurrency: used only from the shard's mailbox; :attr:`drops` may be read
+    from any thread.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        node_id: str,
+        clock: Clock,
+        policy: VersionMismatchPolicy,
+        kind: StateKind,
+        views: ViewTable,
+        peers: Membership,
+        statuses: PeerStatuses,
+        metrics: MetricCounters,
+        pulls: PullTracker,
+    ) -> None:
+        self._name = name
+        self._node_id = node_id
+        self._clock = clock
+        self._drop_views = policy is VersionMismatchPolicy.DROP_AND_WAIT
+        self._kind = kind
+        self._views = views
+        self._peers = peers
+        self._statuses = statuses
+        self._metrics = metrics
+        self._pulls = pulls
+        self._rate_log = RateLimitedLog(log, clock)
+        self.drops = DropLog(log, clock)
+
+    # -- admission ----------------------------------------------------------------
+
+    def drop(self, reason: str, source: str, detail: str) -> None:
+        """Count and log (rate-limited) a message refused before the rules."""
+        self.drops.drop(
+            reason,
+            source,
+            "state %r: dropped a message from %r (%s): %s",
+            self._name,
+            source,
+            reason,
+            detail,
+        )
+
+    def admit(self, source: str) -> bool:
+        """Is a message from ``source`` one to act on? Only members' are.
+
+        A departed node's late messages are ignored until it joins again; the
+        node shell re-announces a node that is back (``PeerJoined``).
+        """
+        if source in self._peers:
+            return True
+        if source == self._node_id:
+            self.drop("own_node", source, "a message claiming to come from this node")
+        elif self._peers.departed(source):
+            self._metrics.stale_deltas_discarded += 1
+        else:
+            self.drop("unknown_node", source, "the sender is not a known cluster member")
+        return False
+
+    # -- updates ------------------------------------------------------------------
+
+    def snapshot(self, snap: FullSnapshot, reply_id: int | None) -> list[Action]:
+        """A peer's full snapshot: pushed, periodic, a join exchange, or a pull's reply."""
+        source = snap.source_node
+        self._metrics.snapshots_received += 1
+        self._metrics.bytes_received += len(snap.payload)
+        if not self.admit(source):
+            return []
+        status = self._statuses.of(source)
+        status.saw(snap.generation)
+        now = self._clock.now()
+        current = self._views.get(source)
+        local = current.generation if current else None
+        verdict = judge(Kind.SNAPSHOT, snap.generation, local, self._peers.floor(source))
+        actions: list[Action] = []
+        failure: str | None = None
+        recorded = False
+        if verdict is Verdict.REPLACE:
+            try:
+                value = self._kind.read_snapshot(snap.payload, snap.wire_version)
+            except Unreadable as bad:
+                failure, recorded = self._unreadable(source, bad, actions), True
+            else:
+                view = _view_from(snap, value, now, current)
+                actions.append(NotifyView(source, self._views.put(view), view))
+                status.synced(now, self._push_latency(snap.modified_time, reply_id))
+        elif current is not None and (
+            verdict is Verdict.CONFIRM or (verdict is Verdict.DISCARD_STALE and reply_id)
+        ):
+            # A reply older than the view held still proves the view is that fresh.
+            if verdict is Verdict.DISCARD_STALE:
+                self._metrics.stale_deltas_discarded += 1
+            self._views.put(replace(current, synced_at=now))
+            status.synced(now, self._push_latency(snap.modified_time, reply_id))
+        else:
+            self._metrics.stale_deltas_discarded += 1
+            failure = f"the reply is from an older lifetime ({snap.generation})"
+        if reply_id is not None:
+            held = self._views.get(source)
+            if failure is None and held is not None and held.pending_remote_generation:
+                failure = (
+                    f"the reply (generation {held.generation}) is older than the announced "
+                    f"generation {held.pending_remote_generation}"
+                )
+            actions.extend(self._pulls.settle(source, reply_id, failure, recorded=recorded))
+        return actions
+
+    def delta(self, update: DeltaUpdate) -> list[Action]:
+        """A peer's delta: applied if it follows the view, else a gap to repair by a pull."""
+        source = update.source_node
+        self._metrics.deltas_received += 1
+        self._metrics.bytes_received += len(update.payload)
+        if not self.admit(source):
+            return []
+        status = self._statuses.of(source)
+        status.saw(update.generation)
+        current = self._views.get(source)
+        local = current.generation if current else None
+        verdict = judge(Kind.DELTA, update.generation, local, self._peers.floor(source))
+        actions: list[Action] = []
+        if self._kind.sends_deltas:
+            if verdict is Verdict.GAP:
+                self._metrics.age_gaps_detected += 1
+                status.gap_count += 1
+                return self._pulls.ensure(source, probe=False)
+            if verdict is not Verdict.APPLY:
+                self._metrics.stale_deltas_discarded += 1
+                return []
+        try:
+            value = self._kind.read_delta(
+                None if current is None else current.value, update.payload, update.wire_version
+            )
+        except Unreadable as bad:
+            self._unreadable(source, bad, actions)
+            return actions
+        now = self._clock.now()
+        view = _view_from(update, value, now, current)
+        actions.append(NotifyView(source, self._views.put(view), view))
+        status.synced(now, self._push_latency(update.modified_time, None))
+        return actions
+
+    def announced(self, source: str, generation: Generation) -> list[Action]:
+        """A peer's change feed announced ``generation``: mark the view pending (pull later)."""
+        if not self.admit(source):
+            return []
+        self._statuses.of(source).saw(generation)
+        current = self._views.get(source)
+        if current is None:
+            floor = self._peers.floor(source)
+            if floor is not None and generation < floor:
+                self._metrics.stale_deltas_discarded += 1
+                return []
+            return self._pulls.ensure(source, probe=False)
+        pending = current.pending_remote_generation
+        if generation <= current.generation or (pending is not None and generation <= pending):
+            return []
+        self._views.put(replace(current, pending_remote_generation=generation))
+        return []
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _push_latency(self, modified_ms: int, reply_id: int | None) -> float | None:
+        if reply_id is not None:
+            return None  # the pull measures its own round trip
+        return float(max(0, self._clock.wall_ms() - modified_ms))
+
+    def _unreadable(self, source: str, bad: Unreadable, actions: list[Action]) -> str:
+        """Count and log an unusable payload, apply the version policy; returns the reason."""
+        self._metrics.sync_failures += 1
+        now = self._clock.now()
+        if bad.unknown_version is None:
+            reason = f"malformed update: {bad.detail}"
+            self._statuses.of(source).failed(now, reason)
+            self._rate_log.warning(
+                ("malformed", source),
+                "state %r: kept the view of peer %r: its update could not be read: %s",
+                self._name,
+                source,
+                bad.detail,
+            )
+            return reason
+        reason = f"unreadable wire version {bad.unknown_version}: {bad.detail}"
+        self._statuses.of(source).failed(now, reason)
+        self._rate_log.warning(
+            ("version", source),
+            "state %r: peer %r sent wire version %s, which this node cannot read (%s); %s",
+            self._name,
+            source,
+            bad.unknown_version,
+            bad.detail,
+            "its view is dropped until a readable update arrives"
+            if self._drop_views
+            else "its last good view is kept",
+        )
+        if self._drop_views:
+            old = self._views.remove(source)
+            if old is not None:
+                self._peers.view_dropped(source, old.generation)
+                actions.append(NotifyView(source, old, None))
+        return reason
+
+
+def _view_from(
+    update: FullSnapshot | DeltaUpdate,
+    value: Any,
+    now: float,
+    current: StateViewObject[Any] | None,
+) -> StateViewObject[Any]:
+    """The view an accepted update makes; a pending mark survives only if still ahead."""
+    pending = current.pending_remote_generation if current else None
+    return StateViewObject(
+        update.generation,
+        update.wire_version,
+        value,
+        update.created_time,
+        update.modified_time,
+        now,
+        pending if pending is not None and pending > update.generation else None,
+        update.source_node,
+    )
