@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pykka
 
@@ -25,10 +25,7 @@ from dstate_core.runtime import (
     check_positive_seconds,
 )
 
-if TYPE_CHECKING:
-    from ._runtime import PykkaRuntime
-
-__all__ = ["PykkaActorRef"]
+__all__ = ["CellHost", "PykkaActorRef"]
 
 _log = logging.getLogger("dstate.pykka")
 
@@ -56,12 +53,37 @@ class _Raised:
         self.error = error
 
 
+class CellHost(Protocol):
+    """What an actor and its refs need of a runtime (a :class:`~._runtime.PykkaRuntime`)."""
+
+    @property
+    def node_id(self) -> str:
+        """The runtime's node id."""
+        ...
+
+    def forget(self, cell: _Cell) -> None:
+        """Drop a stopping actor from the runtime's names and groups."""
+        ...
+
+    def route(self, cell: _Cell, msg: bytes) -> bool:
+        """Count a cross-node message from this runtime to ``cell``; False if it is lost.
+
+        Raises:
+            NodeShutdownError: this runtime was shut down.
+        """
+        ...
+
+    def undeliverable(self) -> None:
+        """A routed message found its target stopped at the mailbox."""
+        ...
+
+
 class _Cell:
     """One spawned actor: its host runtime, name and Pykka ref."""
 
     __slots__ = ("name", "pykka_ref", "runtime", "stop_future", "stopped", "thread_ident")
 
-    def __init__(self, runtime: PykkaRuntime, name: str) -> None:
+    def __init__(self, runtime: CellHost, name: str) -> None:
         self.runtime = runtime
         self.name = name
         self.stopped = threading.Event()
@@ -128,7 +150,7 @@ class _HandlerActor(pykka.ThreadingActor):
             return _Raised(exc) if is_ask else None
         except BaseException as exc:  # SystemExit and the like: stop this actor only
             _log.error("handler of %s raised %r; stopping it", cell.describe(), exc, exc_info=True)
-            cell.runtime._forget(cell)
+            cell.runtime.forget(cell)
             cell.stop()
             return _Raised(exc) if is_ask else None
         return result if is_ask else None
@@ -148,7 +170,7 @@ class PykkaActorRef:
 
     __slots__ = ("_cell", "_origin")
 
-    def __init__(self, cell: _Cell, origin: PykkaRuntime) -> None:
+    def __init__(self, cell: _Cell, origin: CellHost) -> None:
         self._cell = cell
         self._origin = origin
 
@@ -195,12 +217,11 @@ class PykkaActorRef:
         if self.is_local:
             self._cell.put(_Tell(msg))
             return
-        network = self._origin.network
-        if network._route(self._origin, self._cell, msg):
+        if self._origin.route(self._cell, msg):
             try:
                 self._cell.put(_Tell(msg))
             except ActorSendError:
-                network._undeliverable()
+                self._origin.undeliverable()
 
     def ask(self, msg: Any, timeout: float) -> Any:
         """Send and wait for the handler's reply (a :class:`PendingReply` is awaited too).
@@ -241,18 +262,17 @@ class PykkaActorRef:
         """Queue an ask; None when a cross-node request is lost on the way."""
         if self.is_local:
             return self._cell.put(_Ask(msg))
-        network = self._origin.network
-        if not network._route(self._origin, self._cell, msg):
+        if not self._origin.route(self._cell, msg):
             return None
         try:
             return self._cell.put(_Ask(msg))
         except ActorSendError:
-            network._undeliverable()
+            self._origin.undeliverable()
             return None
 
     def stop(self) -> None:
         """Stop the actor and remove it from its groups; idempotent, does not block."""
-        self._cell.runtime._forget(self._cell)
+        self._cell.runtime.forget(self._cell)
         self._cell.stop()
 
     def _timeout(self, seconds: float) -> ActorAskTimeout:

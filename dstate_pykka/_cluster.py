@@ -1,4 +1,4 @@
-"""``dstate_pykka.local_cluster``: several Pykka nodes in one process (SPEC §12).
+"""``dstate_pykka.local_cluster``: several Pykka nodes in one process.
 
 Nodes talk through a :class:`PykkaNetwork` that carries only bytes (the
 core's wire format), so everything that crosses nodes is encoded, checked and
@@ -19,6 +19,7 @@ from dstate_core.testing import LocalClusterBase
 from dstate_core.wire import DEFAULT_MAX_MESSAGE_BYTES
 
 from ._network import PykkaNetwork
+from ._runtime import PykkaRuntime
 
 __all__ = ["PykkaCluster", "local_cluster"]
 
@@ -54,7 +55,7 @@ class PykkaCluster(LocalClusterBase):
             raise
 
     def _new_runtime(self, node_id: str) -> ActorRuntime:
-        return self.network.add_runtime(node_id)
+        return PykkaRuntime(node_id, self.network)
 
     def _leave_runtime(self, node_id: str, runtime: ActorRuntime) -> None:
         self.network.remove(node_id)

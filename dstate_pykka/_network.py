@@ -1,31 +1,53 @@
-"""``PykkaNetwork``: an in-process cluster that several :class:`PykkaRuntime` s join (SPEC §7, §12).
+"""``PykkaNetwork``: an in-process cluster that several :class:`PykkaRuntime` s join.
 
 It stands in for the wire between nodes: a cross-node message must be
 ``bytes`` and is delivered straight into the target actor's Pykka mailbox. It
 tracks membership and tells each runtime's subscribers about ``NodeJoined`` /
 ``NodeLeft``, and it can simulate a clean leave, a crash (``NodeLeft`` only
-after ``failure_timeout``), and partitions.
+after ``failure_timeout``), and partitions, through the runtime kit's
+:class:`~dstate_core.runtime.FaultModel`.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Protocol
 
-from dstate_core.model import NodeShutdownError
-from dstate_core.runtime import ClusterEvent, NodeJoined, NodeLeft, SubscriptionId
+from dstate_core.runtime import (
+    ClusterEvent,
+    EventCallback,
+    FaultModel,
+    NodeJoined,
+    NodeLeft,
+    Subscribers,
+    SubscriptionId,
+)
 
-if TYPE_CHECKING:
-    from types import TracebackType
+__all__ = ["NetworkMember", "PykkaNetwork"]
 
-    from ._actor import _Cell
-    from ._runtime import PykkaRuntime
 
-__all__ = ["PykkaNetwork"]
+class NetworkMember(Protocol):
+    """A runtime on a :class:`PykkaNetwork` (a :class:`~._runtime.PykkaRuntime`)."""
 
-_log = logging.getLogger("dstate.pykka")
+    @property
+    def node_id(self) -> str:
+        """The node's id."""
+        ...
+
+    @property
+    def subscribers(self) -> Subscribers:
+        """The node's cluster-event subscribers."""
+        ...
+
+    def halt(self) -> bool:
+        """Stop the node's actors and timers without a goodbye; False if already halted."""
+        ...
+
+    def shutdown(self) -> None:
+        """Shut the node down cleanly (it leaves the network)."""
+        ...
 
 
 class PykkaNetwork:
@@ -50,13 +72,10 @@ class PykkaNetwork:
     def __init__(self, failure_timeout: float = 5.0) -> None:
         if isinstance(failure_timeout, bool) or not isinstance(failure_timeout, int | float):
             raise TypeError(f"failure_timeout must be a number, got {failure_timeout!r}")
-        if not 0 <= failure_timeout < float("inf"):
-            raise ValueError(f"failure_timeout must be >= 0 and finite, got {failure_timeout!r}")
-        self._failure_timeout = float(failure_timeout)
+        self.faults = FaultModel(failure_timeout)
         self._state = threading.Lock()
         self._events = threading.RLock()  # serialises membership changes + event delivery
-        self._live: dict[str, PykkaRuntime] = {}
-        self._partition: dict[str, int] | None = None
+        self._live: dict[str, NetworkMember] = {}
         self._timers: set[threading.Timer] = set()
         self._sent = 0
         self._bytes = 0
@@ -68,7 +87,7 @@ class PykkaNetwork:
     @property
     def failure_timeout(self) -> float:
         """Seconds from a crash to the ``NodeLeft`` the others receive."""
-        return self._failure_timeout
+        return self.faults.failure_timeout
 
     @property
     def messages_sent(self) -> int:
@@ -104,7 +123,7 @@ class PykkaNetwork:
         with self._state:
             return sorted(self._live)
 
-    def runtime(self, node_id: str) -> PykkaRuntime:
+    def runtime(self, node_id: str) -> NetworkMember:
         """The live runtime of ``node_id``.
 
         Raises:
@@ -117,16 +136,6 @@ class PykkaNetwork:
                 raise KeyError(f"node {node_id!r} is not live on this network") from None
 
     # -- membership and faults --------------------------------------------------
-
-    def add_runtime(self, node_id: str) -> PykkaRuntime:
-        """Create a :class:`PykkaRuntime` on this network (the others get ``NodeJoined``).
-
-        Raises:
-            ValueError: ``node_id`` is live already.
-        """
-        from ._runtime import PykkaRuntime
-
-        return PykkaRuntime(node_id, self)
 
     def remove(self, node_id: str) -> None:
         """Clean leave: shut ``node_id``'s runtime down; the others get ``NodeLeft`` at once.
@@ -150,11 +159,11 @@ class PykkaNetwork:
             if runtime is None:
                 raise KeyError(f"node {node_id!r} is not live on this network")
             del self._live[node_id]
-            timer = threading.Timer(self._failure_timeout, self._detect_failure, (node_id,))
+            timer = threading.Timer(self.failure_timeout, self._detect_failure, (node_id,))
             timer.name = f"dstate-failure-detector-{node_id}"
             timer.daemon = True
             self._timers.add(timer)
-        runtime._halt()
+        runtime.halt()
         timer.start()
 
     def partition(self, *groups: Iterable[str]) -> None:
@@ -166,19 +175,11 @@ class PykkaNetwork:
         Raises:
             ValueError: a node id is listed in two groups.
         """
-        where: dict[str, int] = {}
-        for index, group in enumerate(groups):
-            for node_id in [group] if isinstance(group, str) else group:
-                if node_id in where and where[node_id] != index:
-                    raise ValueError(f"node {node_id!r} is in two partition groups")
-                where[node_id] = index
-        with self._state:
-            self._partition = where
+        self.faults.partition(*groups)
 
     def heal(self) -> None:
         """Remove the partition."""
-        with self._state:
-            self._partition = None
+        self.faults.heal()
 
     def close(self) -> None:
         """Shut every live runtime down and cancel pending failure timers; idempotent."""
@@ -202,9 +203,14 @@ class PykkaNetwork:
     ) -> None:
         self.close()
 
-    # -- used by PykkaRuntime / PykkaActorRef ----------------------------------
+    # -- used by PykkaRuntime -----------------------------------------------------
 
-    def _join(self, runtime: PykkaRuntime) -> None:
+    def join(self, runtime: NetworkMember) -> None:
+        """Add ``runtime``; the other live nodes get ``NodeJoined``.
+
+        Raises:
+            ValueError: its node id is live already.
+        """
         node_id = runtime.node_id
         with self._events:
             with self._state:
@@ -212,9 +218,10 @@ class PykkaNetwork:
                     raise ValueError(f"node {node_id!r} is already live on this network")
                 self._live[node_id] = runtime
                 others = self._live_except(node_id)
-            self._emit(NodeJoined(node_id), others)
+            _emit(NodeJoined(node_id), others)
 
-    def _leave(self, runtime: PykkaRuntime) -> None:
+    def leave(self, runtime: NetworkMember) -> None:
+        """Take ``runtime`` out; the other live nodes get ``NodeLeft`` at once."""
         node_id = runtime.node_id
         with self._events:
             with self._state:
@@ -222,7 +229,7 @@ class PykkaNetwork:
                     return
                 del self._live[node_id]
                 others = self._live_except(node_id)
-            self._emit(NodeLeft(node_id), others)
+            _emit(NodeLeft(node_id), others)
 
     def _detect_failure(self, node_id: str) -> None:
         with self._events:
@@ -230,42 +237,32 @@ class PykkaNetwork:
                 current = threading.current_thread()
                 self._timers = {t for t in self._timers if t is not current}
                 others = self._live_except(node_id)
-            self._emit(NodeLeft(node_id), others)
+            _emit(NodeLeft(node_id), others)
 
-    def _subscribe(
-        self, runtime: PykkaRuntime, callback: Callable[[ClusterEvent], None]
-    ) -> SubscriptionId:
+    def subscribe(self, runtime: NetworkMember, callback: EventCallback) -> SubscriptionId:
+        """Replay ``NodeJoined`` for every other live node to ``callback``, then report changes."""
         with self._events:
             with self._state:
                 existing = sorted(n for n in self._live if n != runtime.node_id)
-            subscription = runtime._events._add(callback)
+            subscription = runtime.subscribers.add(callback)
             for node_id in existing:
-                _call(callback, NodeJoined(node_id), runtime.node_id)
+                runtime.subscribers.call(callback, NodeJoined(node_id))
             return subscription
 
-    def _live_runtimes(self) -> list[PykkaRuntime]:
+    def live_runtimes(self) -> list[NetworkMember]:
+        """The live runtimes, by node id."""
         with self._state:
             return [self._live[n] for n in sorted(self._live)]
 
-    def _route(self, origin: PykkaRuntime, cell: _Cell, msg: bytes) -> bool:
-        """Count one cross-node message; False if it is lost on the way.
-
-        Raises:
-            NodeShutdownError: the origin runtime is shut down (or crashed).
-        """
-        if origin.is_shut_down:
-            raise NodeShutdownError(
-                f"cannot send to {cell.describe()}: the runtime of node {origin.node_id!r} "
-                "was shut down"
-            )
-        target = cell.runtime
+    def route(self, origin: str, target: NetworkMember, target_alive: bool, size: int) -> bool:
+        """Count one cross-node message of ``size`` bytes; False if it is lost on the way."""
         with self._state:
             self._sent += 1
-            self._bytes += len(msg)
+            self._bytes += size
             ok = (
-                not cell.stopped.is_set()
+                target_alive
                 and self._live.get(target.node_id) is target
-                and self._connected(origin.node_id, target.node_id)
+                and not self.faults.blocked(origin, target.node_id)
             )
             if ok:
                 self._delivered += 1
@@ -273,30 +270,19 @@ class PykkaNetwork:
                 self._dropped += 1
         return ok
 
-    def _undeliverable(self) -> None:
+    def undeliverable(self) -> None:
         """A routed message found its target stopped at the mailbox."""
         with self._state:
             self._delivered -= 1
             self._dropped += 1
 
-    def _connected(self, a: str, b: str) -> bool:
-        where = self._partition
-        return where is None or where.get(a, -1) == where.get(b, -1)
-
-    def _live_except(self, node_id: str) -> list[PykkaRuntime]:
+    def _live_except(self, node_id: str) -> list[NetworkMember]:
         return [rt for n, rt in sorted(self._live.items()) if n != node_id]
-
-    def _emit(self, event: ClusterEvent, runtimes: list[PykkaRuntime]) -> None:
-        for runtime in runtimes:
-            for callback in runtime._events._snapshot():
-                _call(callback, event, runtime.node_id)
 
     def __repr__(self) -> str:
         return f"<PykkaNetwork live={self.live_nodes()!r}>"
 
 
-def _call(callback: Callable[[ClusterEvent], None], event: ClusterEvent, node_id: str) -> None:
-    try:
-        callback(event)
-    except Exception:
-        _log.exception("cluster-event subscriber on node %r failed on %r", node_id, event)
+def _emit(event: ClusterEvent, runtimes: list[NetworkMember]) -> None:
+    for runtime in runtimes:
+        runtime.subscribers.emit(event)

@@ -1,4 +1,4 @@
-"""``PykkaRuntime``: the ``ActorRuntime`` port on Pykka threads (SPEC §8).
+"""``PykkaRuntime``: the ``ActorRuntime`` port on Pykka threads.
 
 One runtime is one node. Its actors are Pykka ``ThreadingActor`` s, its timers
 share one scheduler thread, and its groups and membership go through a
@@ -15,13 +15,17 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from dstate_core.model import ActorSendError, NodeShutdownError
 from dstate_core.runtime import (
     ActorRef,
-    ClusterEvent,
+    ActorSendError,
+    ClusterEventsView,
+    EventCallback,
     Handler,
     LocalGroups,
+    NodeShutdownError,
+    RuntimeBase,
     SchedulerTimers,
+    Subscribers,
     SubscriptionId,
     TimerScheduler,
 )
@@ -40,51 +44,22 @@ _log = logging.getLogger("dstate.pykka")
 _STOP_WAIT = 1.2
 
 
-class _ClusterEvents:
-    """One runtime's membership subscribers (see :meth:`PykkaRuntime.cluster_events`)."""
+class _Membership:
+    """A runtime's cluster events, as its network reports them."""
 
     def __init__(self, runtime: PykkaRuntime) -> None:
         self._runtime = runtime
-        self._lock = threading.Lock()
-        self._callbacks: dict[int, Callable[[ClusterEvent], None]] = {}
-        self._next_id = 1
 
-    def subscribe(self, callback: Callable[[ClusterEvent], None]) -> SubscriptionId:
-        """Call ``callback`` with ``NodeJoined`` for every other member, then on changes.
-
-        Concurrency: callbacks run on the thread that caused the change (a
-        ``PykkaRuntime`` constructor, ``shutdown``, or the network's failure
-        timer) and must not block; one subscriber's exception is logged and
-        does not affect others.
-
-        Raises:
-            NodeShutdownError: the runtime was shut down.
-        """
-        self._runtime._check_open("subscribe to cluster events")
-        return self._runtime.network._subscribe(self._runtime, callback)
+    def subscribe(self, callback: EventCallback) -> SubscriptionId:
+        """Replay ``NodeJoined`` for every other member, then report changes."""
+        return self._runtime.network.subscribe(self._runtime, callback)
 
     def unsubscribe(self, subscription: SubscriptionId) -> None:
         """Stop calling the callback; unknown ids are ignored."""
-        with self._lock:
-            self._callbacks.pop(subscription, None)
-
-    def _add(self, callback: Callable[[ClusterEvent], None]) -> SubscriptionId:
-        with self._lock:
-            sid = self._next_id
-            self._next_id += 1
-            self._callbacks[sid] = callback
-            return SubscriptionId(sid)
-
-    def _snapshot(self) -> list[Callable[[ClusterEvent], None]]:
-        with self._lock:
-            return list(self._callbacks.values())
-
-    def _clear(self) -> None:
-        with self._lock:
-            self._callbacks.clear()
+        self._runtime.subscribers.discard(subscription)
 
 
-class PykkaRuntime(SchedulerTimers):
+class PykkaRuntime(RuntimeBase, SchedulerTimers):
     """One node's actor system on Pykka threads, joined to a :class:`PykkaNetwork`.
 
     Args:
@@ -104,36 +79,23 @@ class PykkaRuntime(SchedulerTimers):
     """
 
     def __init__(self, node_id: str, network: PykkaNetwork | None = None) -> None:
-        if not isinstance(node_id, str) or not node_id:
-            raise ValueError(f"node_id must be a non-empty str, got {node_id!r}")
-        self._node_id = node_id
+        super().__init__(node_id)
         self._owns_network = network is None
         self._network = PykkaNetwork() if network is None else network
         self._lock = threading.RLock()
-        self._closed = False
         self._cells: dict[str, _Cell] = {}
         self._groups: LocalGroups[_Cell] = LocalGroups()
-        self._events = _ClusterEvents(self)
+        self.subscribers = Subscribers(node_id)
+        self._events = ClusterEventsView(_Membership(self), self._check_open)
         self._scheduler = TimerScheduler(node_id)
-        self._network._join(self)
+        self._network.join(self)
 
     # -- identity ---------------------------------------------------------------
-
-    @property
-    def node_id(self) -> str:
-        """This node's id, unique in the cluster."""
-        return self._node_id
 
     @property
     def network(self) -> PykkaNetwork:
         """The in-process cluster this runtime joined."""
         return self._network
-
-    @property
-    def is_shut_down(self) -> bool:
-        """True after :meth:`shutdown` (or a simulated crash)."""
-        with self._lock:
-            return self._closed
 
     def actor_names(self) -> list[str]:
         """Names of this runtime's running actors."""
@@ -154,19 +116,8 @@ class PykkaRuntime(SchedulerTimers):
 
     # -- actors -----------------------------------------------------------------
 
-    def spawn(self, name: str, handler: Handler) -> PykkaActorRef:
-        """Start an actor (a Pykka ``ThreadingActor``) that runs ``handler`` per message.
-
-        Raises:
-            ValueError: ``name`` is empty or used by a running actor of this runtime.
-            TypeError: ``handler`` is not callable.
-            NodeShutdownError: the runtime was shut down.
-        """
-        self._check_open(f"spawn actor {name!r}")
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"actor name must be a non-empty str, got {name!r}")
-        if not callable(handler):
-            raise TypeError(f"handler must be callable, got {type(handler).__name__}")
+    def _spawn(self, name: str, handler: Handler) -> PykkaActorRef:
+        """A Pykka ``ThreadingActor`` that runs ``handler`` (see :meth:`RuntimeBase.spawn`)."""
         with self._lock:
             self._check_open(f"spawn actor {name!r}")
             if name in self._cells:
@@ -176,12 +127,33 @@ class PykkaRuntime(SchedulerTimers):
             self._cells[name] = cell
         return PykkaActorRef(cell, self)
 
-    def _forget(self, cell: _Cell) -> None:
+    # -- what actors and refs need (CellHost) -----------------------------------
+
+    def forget(self, cell: _Cell) -> None:
         """Drop a stopping actor from this runtime's names and groups."""
         with self._lock:
             if self._cells.get(cell.name) is cell:
                 del self._cells[cell.name]
         self._groups.forget(cell)
+
+    def route(self, cell: _Cell, msg: bytes) -> bool:
+        """Count a cross-node message from this node to ``cell``; False if it is lost.
+
+        Raises:
+            NodeShutdownError: this runtime was shut down (or crashed).
+        """
+        if self._closed:
+            raise NodeShutdownError(
+                f"cannot send to {cell.describe()}: the runtime of node {self._node_id!r} "
+                "was shut down"
+            )
+        target = cell.runtime
+        assert isinstance(target, PykkaRuntime)
+        return self._network.route(self._node_id, target, not cell.stopped.is_set(), len(msg))
+
+    def undeliverable(self) -> None:
+        """A routed message found its target stopped at the mailbox."""
+        self._network.undeliverable()
 
     # -- timers -----------------------------------------------------------------
 
@@ -217,19 +189,9 @@ class PykkaRuntime(SchedulerTimers):
         """
         self._groups.leave(name, self._local_cell(ref))
 
-    def broadcast_group(self, name: str, msg: Any) -> None:
-        """Send ``msg`` to every member of ``name`` on other nodes.
-
-        One message per remote member; each is lost silently if a partition
-        or a stopped target is in the way.
-
-        Raises:
-            TypeError: ``msg`` is not ``bytes``.
-            NodeShutdownError: the runtime was shut down.
-        """
-        self._check_open(f"broadcast to group {name!r}")
-        if not isinstance(msg, bytes):
-            raise TypeError(f"broadcast_group({name!r}) needs bytes, got {type(msg).__name__}")
+    def _broadcast(self, name: str, msg: bytes) -> None:
+        """One message per remote member; each is lost silently if a partition or a
+        stopped target is in the way."""
         for ref in self._members(name):
             if not ref.is_local:
                 ref.send(msg)
@@ -246,11 +208,13 @@ class PykkaRuntime(SchedulerTimers):
         self._check_open(f"list group {name!r}")
         return [
             PykkaActorRef(cell, self)
-            for runtime in self._network._live_runtimes()
-            for cell in runtime._local_members(name)
+            for runtime in self._network.live_runtimes()
+            if isinstance(runtime, PykkaRuntime)
+            for cell in runtime.local_members(name)
         ]
 
-    def _local_members(self, name: str) -> list[_Cell]:
+    def local_members(self, name: str) -> list[_Cell]:
+        """This node's members of group ``name``."""
         return self._groups.members(name)
 
     # -- membership -------------------------------------------------------------
@@ -269,21 +233,20 @@ class PykkaRuntime(SchedulerTimers):
         runtime's handlers; waits at most about 1.2 s for handlers that are
         busy and returns even if one does not finish.
         """
-        if self._halt():
-            self._network._leave(self)
+        if self.halt():
+            self._network.leave(self)
             if self._owns_network:
                 self._network.close()
 
-    def _halt(self) -> bool:
-        """Stop actors and timers without leaving the network; False if already halted."""
+    def halt(self) -> bool:
+        """Stop actors and timers without leaving the network (a crash); False if already halted."""
         with self._lock:
-            if self._closed:
+            if not self._mark_closed():
                 return False
-            self._closed = True
             cells = list(self._cells.values())
             self._cells.clear()
             self._groups.clear()
-        self._events._clear()
+        self.subscribers.clear()
         self._scheduler.close()
         for cell in cells:
             cell.stop()
@@ -298,11 +261,6 @@ class PykkaRuntime(SchedulerTimers):
             except Exception:
                 _log.warning("%s did not stop in time; leaving its thread behind", cell.describe())
         return True
-
-    def _check_open(self, what: str) -> None:
-        with self._lock:
-            if self._closed:
-                raise NodeShutdownError(f"runtime {self._node_id!r} is shut down; cannot {what}")
 
     def _local_cell(self, ref: ActorRef) -> _Cell:
         cell = _pykka_ref(ref)._cell

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from dstate_core import ChangeFeedConfig, Clock, SystemClock
-from dstate_core.runtime import ActorRuntime
+from dstate_core.runtime import ActorRuntime, FaultModel
 from dstate_core.testing import LocalClusterBase
 from dstate_core.wire import DEFAULT_MAX_MESSAGE_BYTES
 
@@ -74,7 +74,8 @@ class ThespianCluster(LocalClusterBase):
         self._ports: dict[str, int] = {}
         self._leader = self._initial_ids[0] if self._initial_ids else None
         self._every_runtime: list[ThespianRuntime] = []
-        self._partition: list[set[str]] | None = None
+        #: Partitions between this cluster's runtimes (crashes are Thespian's own).
+        self.faults = FaultModel(failure_timeout)
         self.convention: InProcessConvention | None = None
         if system_base == "simpleSystemBase":
             self.convention = InProcessConvention(failure_timeout)
@@ -87,13 +88,16 @@ class ThespianCluster(LocalClusterBase):
     # -- what LocalClusterBase needs ---------------------------------------------------
 
     def _new_runtime(self, node_id: str) -> ActorRuntime:
+        runtime: _ClusterRuntime
         if self.convention is not None:
-            runtime = ThespianRuntime(node_id, "simpleSystemBase", convention=self.convention)
+            runtime = _ClusterRuntime(
+                node_id, "simpleSystemBase", convention=self.convention, faults=self.faults
+            )
         else:
             if self._leader is None:
                 self._leader = node_id
             leader_port = self.admin_port(self._leader)
-            runtime = ThespianRuntime(
+            runtime = _ClusterRuntime(
                 node_id,
                 "multiprocTCPBase",
                 admin_port=self.admin_port(node_id),
@@ -102,17 +106,17 @@ class ThespianCluster(LocalClusterBase):
                 ),
                 host=self.host,
                 join_timeout=self._join_timeout,
+                faults=self.faults,
             )
         self._every_runtime.append(runtime)
-        self._apply_partition()
         return runtime
 
     def _leave_runtime(self, node_id: str, runtime: ActorRuntime) -> None:
         runtime.shutdown()
 
     def _crash_runtime(self, node_id: str, runtime: ActorRuntime) -> None:
-        if isinstance(runtime, ThespianRuntime):
-            runtime._crash()
+        if isinstance(runtime, _ClusterRuntime):
+            runtime.crash()
 
     # -- inspection ---------------------------------------------------------------------
 
@@ -167,34 +171,11 @@ class ThespianCluster(LocalClusterBase):
         Raises:
             ValueError: a node id is listed in two groups.
         """
-        parts: list[set[str]] = []
-        seen: set[str] = set()
-        for group in groups:
-            part = {group} if isinstance(group, str) else set(group)
-            if part & seen:
-                raise ValueError(f"node(s) {sorted(part & seen)} are in two partition groups")
-            seen |= part
-            parts.append(part)
-        self._partition = parts
-        self._apply_partition()
+        self.faults.partition(*groups)
 
     def heal(self) -> None:
         """Remove the partition."""
-        self._partition = None
-        self._apply_partition()
-
-    def _apply_partition(self) -> None:
-        for runtime in self._every_runtime:
-            if runtime.is_shut_down:
-                continue
-            if self._partition is None:
-                runtime._block(())
-                continue
-            mine = next((p for p in self._partition if runtime.node_id in p), None)
-            listed = set().union(*self._partition)
-            others = {rt.node_id for rt in self._every_runtime} | set(self._ports) | listed
-            blocked = listed if mine is None else others - mine
-            runtime._block(blocked - {runtime.node_id})
+        self.faults.heal()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -205,6 +186,19 @@ class ThespianCluster(LocalClusterBase):
             runtime.shutdown()
         if self.convention is not None:
             self.convention.close()
+
+
+class _ClusterRuntime(ThespianRuntime):
+    """A runtime this cluster can crash, as a power loss would."""
+
+    def crash(self) -> None:
+        """Die without a goodbye: kill the actor system's processes, then stop here."""
+        if not self.is_shut_down:
+            if self._system is not None:
+                self._system.kill()
+            elif self._convention is not None:
+                self._convention.crash(self.node_id, self.incarnation)
+        self._halt()
 
 
 def _failure_timeout(system_base: str, given: float | None) -> float:

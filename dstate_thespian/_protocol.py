@@ -1,8 +1,9 @@
-"""The messages that travel over Thespian between a node's process, its gateway and peers (SPEC §9).
+"""The messages that travel over Thespian between a node's process, its gateway and peers.
 
 Thespian pickles every message, so these are plain dataclasses of ``str``,
 ``bytes``, numbers and Thespian's own addresses; dstate's payloads ride inside
-:class:`Parcel` as the core's wire bytes, never as pickled objects.
+the runtime kit's :class:`~dstate_core.runtime.Parcel` as the core's wire
+bytes, never as pickled objects.
 
 Flow: the node process tells its gateway a :class:`Parcel` (``dst`` a node id or
 ``"*"``); the gateway forwards it to the peers' gateways, which hand it to
@@ -15,16 +16,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from dstate_core.runtime import ALL_PEERS, Parcel
+
 __all__ = [
     "ALL_PEERS",
     "CAP_GATEWAY",
     "CAP_INCARNATION",
     "CAP_NODE",
-    "WANT_GROUPS",
     "Attach",
     "Attached",
     "Batch",
-    "Kind",
     "Parcel",
     "Roster",
     "View",
@@ -34,43 +35,6 @@ __all__ = [
 CAP_NODE = "dstate.node"
 CAP_INCARNATION = "dstate.incarnation"
 CAP_GATEWAY = "dstate.gateway"
-
-#: ``Parcel.dst`` for "every peer my gateway knows".
-ALL_PEERS = "*"
-
-#: ``Parcel.ref`` of a :attr:`Kind.GROUPS` parcel that asks the receiver for its table back.
-WANT_GROUPS = "want-groups"
-
-
-class Kind:
-    """Values of :attr:`Parcel.kind`."""
-
-    #: Bytes for the actor called ``name`` on node ``dst``.
-    SEND = "send"
-    #: Bytes for every member of group ``name`` on the receiving node.
-    CAST = "cast"
-    #: The sender's group table (msgpack ``{group: [actor names]}``) in ``body``;
-    #: with ``ref`` :data:`WANT_GROUPS` the receiver answers with its own.
-    GROUPS = "groups"
-    #: An ask for the actor called ``name``; the reply names ``ref``.
-    ASK = "ask"
-    #: The bytes answering the ask ``ref``.
-    REPLY = "reply"
-    #: The ask ``ref`` failed; ``body`` is a UTF-8 reason.
-    FAIL = "fail"
-
-
-@dataclass(frozen=True, slots=True)
-class Parcel:
-    """One dstate message between nodes: routing in ``str`` fields, payload in ``body``."""
-
-    src: str
-    src_inc: str
-    dst: str
-    kind: str
-    name: str
-    body: bytes
-    ref: str = ""
 
 
 @dataclass(frozen=True, slots=True)

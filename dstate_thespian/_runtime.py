@@ -22,28 +22,31 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from dstate_core.model import ActorSendError, NodeShutdownError, SystemClock
 from dstate_core.runtime import (
+    ALL_PEERS,
     ActorRef,
-    DropLog,
-    Handler,
+    ActorSendError,
+    ClusterEventsView,
+    FaultModel,
     LocalGroups,
+    NodeShutdownError,
+    Parcel,
+    RemoteActorRef,
+    RemoteTraffic,
+    RuntimeBase,
     SchedulerTimers,
     ThreadedActor,
     ThreadedActorHost,
+    ThreadedActorRef,
     TimerScheduler,
-    check_positive_seconds,
 )
 
-from ._asks import RemoteAsks
-from ._directory import ClusterEventsView, Directory, decode_groups, encode_groups
 from ._link import Link, SimpleLink, TcpLink
 from ._procs import start_time
-from ._protocol import ALL_PEERS, WANT_GROUPS, Attach, Attached, Batch, Kind, Parcel, View
-from ._refs import ThespianActorRef
+from ._protocol import Attach, Attached, Batch, View
 from ._simple import InProcessConvention
 from ._system import TcpSystem, free_port, normalize_address
 from ._thespian import address_port
@@ -51,12 +54,15 @@ from ._thespian import address_port
 if TYPE_CHECKING:
     from dstate_core.runtime import ActorRuntime, ClusterEvents
 
-__all__ = ["SYSTEM_BASES", "ThespianRuntime"]
+__all__ = ["SYSTEM_BASES", "ThespianActorRef", "ThespianRuntime"]
 
 _log = logging.getLogger("dstate.thespian")
 
 #: The Thespian system bases a runtime can use.
 SYSTEM_BASES = ("multiprocTCPBase", "simpleSystemBase")
+
+#: A ref a :class:`ThespianRuntime` hands out: to one of its own actors, or to a peer's.
+ThespianActorRef = ThreadedActorRef | RemoteActorRef
 
 #: ``shutdown()`` waits at most this long for busy handlers, and as long for the link.
 _STOP_WAIT = 1.0
@@ -66,7 +72,7 @@ _ATTACH_TIMEOUT = 30.0
 _CANCEL_POLL = 0.05
 
 
-class ThespianRuntime(SchedulerTimers):
+class ThespianRuntime(RuntimeBase, SchedulerTimers):
     """One node's actor runtime on Thespian, joined to a cluster.
 
     Args:
@@ -84,6 +90,8 @@ class ThespianRuntime(SchedulerTimers):
             warning and carries on: joining continues in the background).
         join: False starts the actor system and its gateway but joins the
             cluster only at :meth:`join_cluster` (see there why).
+        faults: a test cluster's fault model: data from a node it separates
+            from this one is dropped (membership traffic passes).
 
     Raises:
         ValueError: bad ``node_id`` or options, or the admin port is in use.
@@ -108,9 +116,9 @@ class ThespianRuntime(SchedulerTimers):
         convention: InProcessConvention | None = None,
         join_timeout: float = 10.0,
         join: bool = True,
+        faults: FaultModel | None = None,
     ) -> None:
-        if not isinstance(node_id, str) or not node_id or node_id == ALL_PEERS:
-            raise ValueError(f"node_id must be a non-empty str other than '*', got {node_id!r}")
+        super().__init__(node_id, reserved=(ALL_PEERS,))
         if system_base not in SYSTEM_BASES:
             raise ValueError(f"system_base must be one of {SYSTEM_BASES}, got {system_base!r}")
         tcp = system_base == "multiprocTCPBase"
@@ -118,21 +126,15 @@ class ThespianRuntime(SchedulerTimers):
             raise ValueError("convention= is for simpleSystemBase; use convention_address=")
         if not tcp and (admin_port, convention_address, host) != (None, None, None):
             raise ValueError("admin_port, convention_address and host need multiprocTCPBase")
-        self._node_id = node_id
         self._base = system_base
         self._inc = uuid.uuid4().hex
         self._lock = threading.RLock()
-        self._closed = False
         self._actors = ThreadedActorHost(node_id, _log)
         self._scheduler = TimerScheduler(node_id)
-        self._directory = Directory(node_id)
-        self._events = ClusterEventsView(self._directory, self._check_open)
         self._groups: LocalGroups[ThreadedActor] = LocalGroups()
-        self._blocked: frozenset[str] = frozenset()
-        self._asks = RemoteAsks(node_id, self._post)
+        self._remote = RemoteTraffic(node_id, self._inc, self._post, self, faults)
+        self._events = ClusterEventsView(self._remote.directory, self._check_open)
         self._attached = threading.Event()
-        self._sent = self._bytes = 0
-        self._drops = DropLog(_log, SystemClock())
         self._system: TcpSystem | None = None
         self._convention: InProcessConvention | None = None
         self._owns_convention = False
@@ -223,16 +225,11 @@ class ThespianRuntime(SchedulerTimers):
             left = deadline - time.monotonic()
             if left <= 0:
                 return True
-            if self._directory.wait_settled(min(left, _CANCEL_POLL), expect):
+            if self._remote.directory.wait_settled(min(left, _CANCEL_POLL), expect):
                 return False
         return False
 
     # -- identity and inspection ---------------------------------------------------
-
-    @property
-    def node_id(self) -> str:
-        """This node's id, unique in the cluster."""
-        return self._node_id
 
     @property
     def incarnation(self) -> str:
@@ -264,34 +261,29 @@ class ThespianRuntime(SchedulerTimers):
         return [] if self._system is None else self._system.alive_pids()
 
     @property
-    def is_shut_down(self) -> bool:
-        """True after :meth:`shutdown` (or a simulated crash)."""
-        return self._closed
-
-    @property
     def peers(self) -> list[str]:
         """The joined peers (reachable, with their group tables known), sorted."""
-        return sorted(self._directory.joined())
+        return sorted(self._remote.directory.joined())
 
     @property
     def messages_sent(self) -> int:
         """Cross-node messages sent (one per destination actor: a broadcast to 2 peers is 2)."""
-        return self._sent
+        return self._remote.messages_sent
 
     @property
     def bytes_sent(self) -> int:
         """Payload bytes of :attr:`messages_sent`."""
-        return self._bytes
+        return self._remote.bytes_sent
 
     @property
     def messages_dropped(self) -> int:
         """Inbound messages dropped: from a non-member, unknown actor, a partition, or malformed."""
-        return self._drops.total()
+        return self._remote.drops.total()
 
     @property
     def drops(self) -> dict[str, int]:
         """:attr:`messages_dropped` by reason (``"not a member"``, ``"no such actor here"``...)."""
-        return self._drops.counts()
+        return self._remote.drops.counts()
 
     def actor_names(self) -> list[str]:
         """Names of this runtime's running actors."""
@@ -299,30 +291,38 @@ class ThespianRuntime(SchedulerTimers):
 
     # -- actors -----------------------------------------------------------------------
 
-    def spawn(self, name: str, handler: Handler) -> ThespianActorRef:
-        """Start a thread actor in this process that runs ``handler`` per message.
+    def remote_ref(self, node_id: str, name: str) -> RemoteActorRef:
+        """A ref to the actor called ``name`` on node ``node_id`` (it may not exist)."""
+        return RemoteActorRef(self._remote, node_id, name)
 
-        Raises:
-            ValueError: ``name`` is empty or used by a running actor of this runtime.
-            TypeError: ``handler`` is not callable.
-            NodeShutdownError: the runtime was shut down.
-        """
-        self._check_open(f"spawn actor {name!r}")
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"actor name must be a non-empty str, got {name!r}")
-        if not callable(handler):
-            raise TypeError(f"handler must be callable, got {type(handler).__name__}")
+    def _spawn(self, name: str, handler: Any) -> ThreadedActorRef:
+        """A thread actor in this process (see :meth:`RuntimeBase.spawn`)."""
         try:
             actor = self._actors.spawn(name, handler)
         except ActorSendError:
             raise NodeShutdownError(f"runtime {self._node_id!r} is shut down") from None
-        return ThespianActorRef(self, self._node_id, name, actor)
+        return ThreadedActorRef(actor, self)
 
-    def _stop_actor(self, actor: ThreadedActor) -> None:
+    def stop_actor(self, actor: ThreadedActor) -> None:
+        """Stop one of this runtime's actors and take it out of its groups; idempotent."""
         changed = self._groups.forget(actor)
         self._actors.stop(actor)
         if changed:
-            self._publish_groups(ALL_PEERS)
+            self._remote.publish_groups()
+
+    # -- what remote traffic reaches --------------------------------------------------
+
+    def local_actor(self, name: str) -> ThreadedActor | None:
+        """The running actor called ``name``, if any."""
+        return self._actors.get(name)
+
+    def local_members(self, group: str) -> list[ThreadedActor]:
+        """This node's members of ``group``."""
+        return self._groups.members(group)
+
+    def group_table(self) -> dict[str, list[str]]:
+        """Every group with the names of this node's members."""
+        return self._groups.table()
 
     # -- timers -------------------------------------------------------------------------
 
@@ -351,7 +351,7 @@ class ThespianRuntime(SchedulerTimers):
                 raise ActorSendError(f"{actor.describe()} is stopped; it cannot join {name!r}")
             if not self._groups.join(name, actor):
                 return
-        self._publish_groups(ALL_PEERS)
+        self._remote.publish_groups()
 
     def leave_group(self, name: str, ref: ActorRef) -> None:
         """Remove a local actor from group ``name``; idempotent (also after shutdown).
@@ -360,23 +360,11 @@ class ThespianRuntime(SchedulerTimers):
             ValueError: ``ref`` is not an actor of this runtime.
         """
         if self._groups.leave(name, self._local_actor(ref)) and not self._closed:
-            self._publish_groups(ALL_PEERS)
+            self._remote.publish_groups()
 
-    def broadcast_group(self, name: str, msg: Any) -> None:
-        """Send ``msg`` to every member of ``name`` on other nodes (lost silently if unreachable).
-
-        Raises:
-            TypeError: ``msg`` is not ``bytes``.
-            NodeShutdownError: the runtime was shut down.
-        """
-        self._check_open(f"broadcast to group {name!r}")
-        if not isinstance(msg, bytes):
-            raise TypeError(f"broadcast_group({name!r}) needs bytes, got {type(msg).__name__}")
-        count = len(self._directory.remote_members(name))
-        with self._lock:
-            self._sent += count
-            self._bytes += count * len(msg)
-        self._post(ALL_PEERS, Kind.CAST, name, msg)
+    def _broadcast(self, name: str, msg: bytes) -> None:
+        """Cast ``msg`` to the group's members on every peer (lost silently if unreachable)."""
+        self._remote.cast(name, msg)
 
     def group_members(self, name: str) -> list[ActorRef]:
         """Every member of ``name`` on this node and on every joined peer, by (node_id, name).
@@ -385,18 +373,11 @@ class ThespianRuntime(SchedulerTimers):
             NodeShutdownError: the runtime was shut down.
         """
         self._check_open(f"list group {name!r}")
-        local = self._groups.members(name)
-        refs = [ThespianActorRef(self, self._node_id, a.name, a) for a in local]
-        refs += [
-            ThespianActorRef(self, node, actor, None)
-            for node, actor in self._directory.remote_members(name)
+        refs: list[ThespianActorRef] = [
+            ThreadedActorRef(actor, self) for actor in self._groups.members(name)
         ]
+        refs += self._remote.members(name)
         return sorted(refs, key=lambda ref: (ref.node_id, ref.name))
-
-    def _publish_groups(self, dst: str, want_reply: bool = False) -> None:
-        if not self._closed:
-            table = encode_groups(self._groups.table())
-            self._post(dst, Kind.GROUPS, "", table, WANT_GROUPS if want_reply else "")
 
     # -- membership -------------------------------------------------------------------
 
@@ -405,108 +386,25 @@ class ThespianRuntime(SchedulerTimers):
         """Membership notifications for this node (``NodeJoined`` / ``NodeLeft``)."""
         return self._events
 
-    def _is_joined(self, node_id: str) -> bool:
-        return not self._closed and node_id in self._directory.joined()
-
     # -- cross-node traffic -----------------------------------------------------------
 
-    def _post(self, dst: str, kind: str, name: str, body: bytes, ref: str = "") -> None:
-        self._link.post(Parcel(self._node_id, self._inc, dst, kind, name, body, ref))
-
-    def _send_remote(self, node: str, name: str, body: bytes) -> None:
-        self._check_open(f"send to actor {name!r} on node {node!r}")
-        with self._lock:
-            self._sent += 1
-            self._bytes += len(body)
-        self._post(node, Kind.SEND, name, body)
-
-    def _ask_remote(self, node: str, name: str, body: bytes, timeout: float) -> Any:
-        seconds = check_positive_seconds("timeout", timeout)
-        self._check_open(f"ask actor {name!r} on node {node!r}")
-        with self._lock:
-            self._sent += 1
-            self._bytes += len(body)
-        return self._asks.ask(node, name, body, seconds)
+    def _post(self, parcel: Parcel) -> None:
+        self._link.post(parcel)
 
     def _on_message(self, msg: Any) -> None:
         """One message from the gateway (on the receiver thread)."""
         if isinstance(msg, Parcel):
-            self._on_parcel(msg)
+            self._remote.on_parcel(msg)
         elif isinstance(msg, Batch):
             for parcel in msg.parcels:
                 if isinstance(parcel, Parcel):
-                    self._on_parcel(parcel)
+                    self._remote.on_parcel(parcel)
         elif isinstance(msg, View):
-            # A new peer may have sent its table before we saw it (refused then): ask again.
-            for node in self._directory.apply_view(msg.peers, msg.complete):
-                self._publish_groups(node, want_reply=True)
+            self._remote.on_view(msg.peers, msg.complete)
         elif isinstance(msg, Attached):
             if self._system is not None:
                 self._system.record(msg.admin_pid, msg.pid)
             self._attached.set()
-
-    def _on_parcel(self, parcel: Parcel) -> None:
-        kind = parcel.kind
-        if not self._directory.is_reachable(parcel.src, parcel.src_inc):
-            self._drop(parcel, "not a member")
-            return
-        if kind == Kind.GROUPS:  # membership data: it passes a partition
-            self._on_groups(parcel)
-            return
-        if parcel.src in self._blocked:
-            self._drop(parcel, "partitioned")
-            return
-        if kind in (Kind.REPLY, Kind.FAIL):
-            self._asks.settle(parcel)
-            return
-        if kind == Kind.CAST:
-            targets = self._groups.members(parcel.name)
-        elif kind in (Kind.SEND, Kind.ASK):
-            actor = self._actors.get(parcel.name)
-            targets = [] if actor is None else [actor]
-        else:
-            self._drop(parcel, "unknown kind")
-            return
-        if kind == Kind.ASK:
-            self._asks.serve(parcel, targets[0] if targets else None)
-            return
-        if not targets:
-            self._drop(parcel, "no such actor here")
-        for actor in targets:
-            try:
-                actor.tell(parcel.body)
-            except ActorSendError:
-                self._drop(parcel, "the actor stopped")
-
-    def _on_groups(self, parcel: Parcel) -> None:
-        try:
-            table = decode_groups(parcel.body)
-        except ValueError as exc:
-            self._drop(parcel, str(exc))
-            return
-        if not self._directory.apply_groups(parcel.src, parcel.src_inc, table):
-            self._drop(parcel, "not a member")  # it left the view meanwhile
-        elif parcel.ref == WANT_GROUPS:
-            self._publish_groups(parcel.src)
-
-    def _drop(self, parcel: Parcel, why: str) -> None:
-        # Late traffic of a node that left, or a table that beat the view, is normal:
-        # a non-member is INFO (rate limited).
-        self._drops.drop(
-            why,
-            parcel.src,
-            "node %r dropped a %r parcel from %r for %r: %s",
-            self._node_id,
-            parcel.kind,
-            parcel.src,
-            parcel.name,
-            why,
-            level=logging.INFO if why == "not a member" else logging.DEBUG,
-        )
-
-    def _block(self, nodes: Iterable[str]) -> None:
-        """Drop inbound data (not membership or group tables) from ``nodes`` (a partition)."""
-        self._blocked = frozenset(nodes)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -526,39 +424,24 @@ class ThespianRuntime(SchedulerTimers):
             if self._owns_convention:
                 self._convention.close()
 
-    def _crash(self) -> None:
-        """Die without a goodbye: kill the actor system's processes, then stop here."""
-        if self._system is not None and not self._closed:
-            self._system.kill()
-        elif self._convention is not None and not self._closed:
-            self._convention.crash(self._node_id, self._inc)
-        self._halt()
-
     def _halt(self) -> bool:
         """Stop actors, timers and the link; False if already halted."""
         with self._lock:
-            if self._closed:
+            if not self._mark_closed():
                 return False
-            self._closed = True
             self._groups.clear()
-        self._directory.clear_subscribers()
         self._scheduler.close()
         for actor in self._actors.close(_STOP_WAIT):
             _log.warning("%s did not stop in time; leaving its thread behind", actor.describe())
         self._link.close(_STOP_WAIT)
-        self._asks.close()
+        self._remote.close()
         return True
-
-    def _check_open(self, what: str) -> None:
-        if self._closed:
-            raise NodeShutdownError(f"runtime {self._node_id!r} is shut down; cannot {what}")
 
     def _local_actor(self, ref: ActorRef) -> ThreadedActor:
         target = _thespian_ref(ref)
-        actor = target._actor
-        if actor is None or target._origin is not self:
+        if not isinstance(target, ThreadedActorRef) or target.owner is not self:
             raise ValueError(f"{ref!r} is not an actor of runtime {self._node_id!r}")
-        return actor
+        return target.actor
 
     def __repr__(self) -> str:
         state = "shut down" if self._closed else "running"
@@ -566,7 +449,7 @@ class ThespianRuntime(SchedulerTimers):
 
 
 def _thespian_ref(ref: ActorRef) -> ThespianActorRef:
-    if not isinstance(ref, ThespianActorRef):
+    if not isinstance(ref, ThreadedActorRef | RemoteActorRef):
         raise TypeError(f"expected a ref from a ThespianRuntime, got {type(ref).__name__}")
     return ref
 

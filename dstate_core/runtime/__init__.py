@@ -2,18 +2,33 @@
 
 A runtime author implements :class:`ActorRuntime` (actors, timers,
 cluster-wide groups, cluster events) and builds on the pieces here instead of
-writing them again: a timer scheduler, thread actors, group tables, and the
-fault model (partitions, link faults, failure detection delay) that the test
-clusters drive. ``TestRuntime``, ``PykkaRuntime`` and ``ThespianRuntime`` are
-built this way, and the conformance suite in
-:mod:`dstate_core.testing.conformance` checks any runtime against the contract
-(``docs/architecture.md#runtimes``).
+writing them again:
+
+* :class:`RuntimeBase`: the argument checks every runtime makes, once;
+* :class:`TimerScheduler` / :class:`SchedulerTimers`: ``send_after`` and
+  ``send_interval`` on one scheduler thread;
+* :class:`ThreadedActor` / :class:`ThreadedActorHost` / :class:`ThreadedActorRef`:
+  one thread and one FIFO mailbox per actor;
+* :class:`LocalGroups`, :class:`Subscribers`, :class:`ClusterEventsView`: the
+  node's own group members and its cluster-event subscribers;
+* :class:`RemoteTraffic`, :class:`Directory`, :class:`Parcel`: the cross-node
+  side of a runtime whose nodes live in separate processes, on any transport;
+* :class:`FaultModel`: partitions, link faults and the failure-detection delay
+  that the test clusters drive.
+
+``TestRuntime``, ``PykkaRuntime`` and ``ThespianRuntime`` are built this way,
+and the conformance suite in :mod:`dstate_core.testing.conformance` checks any
+runtime against the contract (``docs/architecture.md#runtimes``).
 """
 
 from .._ratelimit import DropLog, RateLimitedLog
 from ..model._errors import ActorSendError, NodeShutdownError
-from ._faults import LinkModel, non_negative_seconds
+from ._base import RuntimeBase
+from ._directory import Directory
+from ._events import ClusterEventSource, ClusterEventsView, EventCallback, Subscribers
+from ._faults import FaultModel, non_negative_seconds
 from ._groups import LocalGroups
+from ._parcels import ALL_PEERS, WANT_GROUPS, Kind, Parcel, decode_groups, encode_groups
 from ._protocol import (
     ActorAskTimeout,
     ActorRef,
@@ -28,32 +43,60 @@ from ._protocol import (
     TimerHandle,
     check_positive_seconds,
 )
+from ._remote import (
+    REMOTE_ASK_LIMIT,
+    LocalActor,
+    LocalActors,
+    RemoteActorRef,
+    RemoteAskError,
+    RemoteTraffic,
+)
 from ._scheduler import ScheduledTimer, SchedulerTimers, TimerScheduler
-from ._threaded import ThreadedActor, ThreadedActorHost
+from ._threaded import ActorOwner, ThreadedActor, ThreadedActorHost, ThreadedActorRef
 
 __all__ = [
+    "ALL_PEERS",
+    "REMOTE_ASK_LIMIT",
+    "WANT_GROUPS",
     "ActorAskTimeout",
+    "ActorOwner",
     "ActorRef",
     "ActorRuntime",
     "ActorSendError",
     "ClusterEvent",
+    "ClusterEventSource",
     "ClusterEvents",
+    "ClusterEventsView",
+    "Directory",
     "DropLog",
+    "EventCallback",
+    "FaultModel",
     "Handler",
-    "LinkModel",
+    "Kind",
+    "LocalActor",
+    "LocalActors",
     "LocalGroups",
     "NodeJoined",
     "NodeLeft",
     "NodeShutdownError",
+    "Parcel",
     "PendingReply",
     "RateLimitedLog",
+    "RemoteActorRef",
+    "RemoteAskError",
+    "RemoteTraffic",
+    "RuntimeBase",
     "ScheduledTimer",
     "SchedulerTimers",
+    "Subscribers",
     "SubscriptionId",
     "ThreadedActor",
     "ThreadedActorHost",
+    "ThreadedActorRef",
     "TimerHandle",
     "TimerScheduler",
     "check_positive_seconds",
+    "decode_groups",
+    "encode_groups",
     "non_negative_seconds",
 ]

@@ -1,8 +1,13 @@
-"""The simulated wire's link model: per-link faults and partitions (SPEC §12).
+"""The fault model every in-process cluster uses: partitions, link faults, failure detection.
 
-Pure policy, no event queue: :class:`SimNetwork` asks :meth:`LinkModel.blocked`
-and :meth:`LinkModel.plan` for every cross-node message and schedules what they
-say. Every random choice uses the network's seeded ``random.Random``.
+One :class:`FaultModel` per test cluster answers, for each cross-node message,
+whether a partition separates its ends (:meth:`FaultModel.blocked`) and what
+the link does to it (:meth:`FaultModel.plan`: drop, duplicate, reorder,
+delay), and says how long a crashed node stays a member before its peers get
+``NodeLeft`` (:attr:`FaultModel.failure_timeout`). It is pure policy: the
+runtime or network that consults it carries messages and timers out itself,
+in virtual time (``SimNetwork``) or real time (``PykkaNetwork``, Thespian's
+``local_cluster``). Every random choice uses the ``random.Random`` it is given.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["LinkModel", "non_negative_seconds"]
+__all__ = ["REORDER_WINDOW", "FaultModel", "non_negative_seconds"]
 
 #: A reordered message is queued up to this many positions later.
 REORDER_WINDOW = 16
@@ -56,24 +61,40 @@ class _FaultRule:
         return (self.src is None or self.src == src) and (self.dst is None or self.dst == dst)
 
 
-class LinkModel:
-    """Fault rules (latest matching rule wins) and the current partition."""
+class FaultModel:
+    """Fault rules (the latest matching rule wins), the current partition and the
+    failure-detection delay.
 
-    def __init__(self, rng: random.Random) -> None:
-        self._rng = rng
-        self._rules: list[_FaultRule] = []
+    Args:
+        failure_timeout: seconds from a crash to the ``NodeLeft`` its peers get.
+        rng: the source of every random choice (a seeded one replays a run).
+
+    Concurrency: every change replaces an immutable value, so any thread may
+    consult the model while another changes it; ``plan`` uses ``rng``, which
+    only the deterministic (single-threaded) network calls.
+    """
+
+    def __init__(self, failure_timeout: float = 5.0, rng: random.Random | None = None) -> None:
+        self.failure_timeout = non_negative_seconds("failure_timeout", failure_timeout)
+        self._rng = rng or random.Random()
+        self._rules: tuple[_FaultRule, ...] = ()
         self._partition: dict[str, int] | None = None
 
     def set_faults(
         self,
-        drop: float,
-        duplicate: float,
-        reorder: float,
-        delay: float,
-        src: str | None,
-        dst: str | None,
+        drop: float = 0.0,
+        duplicate: float = 0.0,
+        reorder: float = 0.0,
+        delay: float = 0.0,
+        src: str | None = None,
+        dst: str | None = None,
     ) -> None:
-        """Add a rule for the links ``src -> dst`` (``None`` = any); validates every argument."""
+        """Add a rule for the links ``src -> dst`` (``None`` = any); validates every argument.
+
+        Raises:
+            ValueError: a probability outside [0, 1] or a bad delay.
+            TypeError: ``src`` or ``dst`` is neither a node id nor ``None``.
+        """
         for name, node in (("src", src), ("dst", dst)):
             if node is not None and not isinstance(node, str):
                 raise TypeError(f"set_faults({name}=...) must be a node id or None, got {node!r}")
@@ -83,14 +104,21 @@ class LinkModel:
             reorder=_probability("reorder", reorder),
             delay=non_negative_seconds("set_faults(delay=...)", delay),
         )
-        self._rules.append(_FaultRule(src, dst, faults))
+        self._rules = (*self._rules, _FaultRule(src, dst, faults))
 
     def clear_faults(self) -> None:
         """Forget every fault rule."""
-        self._rules.clear()
+        self._rules = ()
 
-    def partition(self, groups: tuple[Iterable[str], ...]) -> None:
-        """Split the nodes into ``groups``; unlisted nodes form one more group."""
+    def partition(self, *groups: Iterable[str]) -> None:
+        """Split the nodes into ``groups``; unlisted nodes form one more group.
+
+        A bare node id counts as a group of one; a new partition replaces the old.
+
+        Raises:
+            ValueError: a node is listed in two groups.
+            TypeError: a group holds something other than node ids.
+        """
         where: dict[str, int] = {}
         for index, group in enumerate(groups):
             members = [group] if isinstance(group, str) else list(group)

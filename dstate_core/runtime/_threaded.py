@@ -19,12 +19,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from ..model._errors import ActorSendError
 from ._protocol import ActorAskTimeout, Handler, PendingReply, check_positive_seconds
 
-__all__ = ["ThreadedActor", "ThreadedActorHost"]
+__all__ = ["ActorOwner", "ThreadedActor", "ThreadedActorHost", "ThreadedActorRef"]
 
 
 class _Ask:
@@ -283,3 +283,89 @@ class ThreadedActorHost:
         with self._lock:
             if self._actors.get(actor.name) is actor:
                 del self._actors[actor.name]
+
+
+class ActorOwner(Protocol):
+    """The runtime that spawned a :class:`ThreadedActor`."""
+
+    def stop_actor(self, actor: ThreadedActor) -> None:
+        """Stop ``actor`` and take it out of the runtime's groups; idempotent."""
+        ...
+
+
+class ThreadedActorRef:
+    """A handle to a :class:`ThreadedActor` of this node: any message, no wire.
+
+    Args:
+        actor: the actor.
+        owner: the runtime that spawned it (stopping goes through it).
+
+    Refs to the same actor compare equal. Concurrency: thread-safe; ``send``
+    never blocks, ``ask`` blocks the caller.
+    """
+
+    __slots__ = ("_actor", "_owner")
+
+    def __init__(self, actor: ThreadedActor, owner: ActorOwner) -> None:
+        self._actor = actor
+        self._owner = owner
+
+    @property
+    def actor(self) -> ThreadedActor:
+        """The actor behind this ref."""
+        return self._actor
+
+    @property
+    def owner(self) -> ActorOwner:
+        """The runtime that spawned the actor."""
+        return self._owner
+
+    @property
+    def node_id(self) -> str:
+        """The node that hosts the actor."""
+        return self._actor.owner
+
+    @property
+    def name(self) -> str:
+        """The name the actor was spawned with."""
+        return self._actor.name
+
+    @property
+    def is_local(self) -> bool:
+        """Always True: the actor runs in this process."""
+        return True
+
+    @property
+    def alive(self) -> bool:
+        """False once the actor was stopped."""
+        return self._actor.alive
+
+    def check_message(self, msg: Any) -> None:
+        """Any message may go to a local actor."""
+
+    def send(self, msg: Any) -> None:
+        """Queue ``msg``.
+
+        Raises:
+            ActorSendError: the actor is stopped.
+        """
+        self._actor.tell(msg)
+
+    def ask(self, msg: Any, timeout: float) -> Any:
+        """Queue ``msg`` and wait for the reply (see :meth:`ThreadedActor.ask`)."""
+        return self._actor.ask(msg, timeout)
+
+    def stop(self) -> None:
+        """Stop the actor and take it out of its groups; idempotent."""
+        self._owner.stop_actor(self._actor)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ThreadedActorRef):
+            return NotImplemented
+        return self._actor is other._actor
+
+    def __hash__(self) -> int:
+        return hash(id(self._actor))
+
+    def __repr__(self) -> str:
+        return f"<ThreadedActorRef {self._actor.name!r}@{self._actor.owner!r} local>"

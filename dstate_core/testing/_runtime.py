@@ -1,4 +1,4 @@
-"""``TestRuntime``: the deterministic :class:`~dstate_core.runtime.ActorRuntime` (SPEC §8, §12).
+"""``TestRuntime``: the deterministic :class:`~dstate_core.runtime.ActorRuntime`.
 
 A ``TestRuntime`` is one node of a :class:`~dstate_core.testing.SimNetwork`. It
 owns its actors (name -> handler + FIFO mailbox), but never runs anything on
@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 from ..model._errors import ActorSendError, NodeShutdownError
 from ..runtime._protocol import (
@@ -26,14 +27,44 @@ from ..runtime._protocol import (
     PendingReply,
     SubscriptionId,
 )
-
-if TYPE_CHECKING:
-    from ._clock import TestClock
-    from ._simnet import SimNetwork
+from ._clock import TestClock
 
 __all__ = ["TestActorRef", "TestClusterEvents", "TestRuntime", "TestTimerHandle"]
 
 _log = logging.getLogger("dstate.testing")
+
+
+class SimWire(Protocol):
+    """The simulated network as its nodes see it (:class:`~dstate_core.testing.SimNetwork`)."""
+
+    @property
+    def clock(self) -> TestClock:
+        """The shared virtual clock."""
+        ...
+
+    def live_nodes(self) -> list[str]:
+        """Ids of the live nodes, sorted."""
+        ...
+
+    def remove(self, node_id: str) -> None:
+        """Take ``node_id`` out cleanly."""
+        ...
+
+    def _attach(self, runtime: TestRuntime) -> None: ...
+    def _new_subscription_id(self) -> SubscriptionId: ...
+    def _in_simulation(self) -> AbstractContextManager[None]: ...
+    def _mark_ready(self, actor: _Actor) -> None: ...
+    def _forget_actor(self, actor: _Actor) -> None: ...
+    def _resolve(self, ref: ActorRef) -> _Actor: ...
+    def _send(self, via: TestRuntime, actor: _Actor, msg: Any) -> None: ...
+    def _ask(self, via: TestRuntime, actor: _Actor, msg: Any, timeout: float) -> Any: ...
+    def _wire_send(self, src: str, actor: _Actor, msg: bytes, slot: _AskSlot | None) -> None: ...
+    def _join_group(self, name: str, actor: _Actor) -> None: ...
+    def _leave_group(self, name: str, actor: _Actor) -> None: ...
+    def _group_actors(self, name: str) -> list[_Actor]: ...
+    def _start_timer(
+        self, runtime: TestRuntime, ref: ActorRef, seconds: float, msg: Any, *, repeat: bool
+    ) -> TestTimerHandle: ...
 
 
 class _AskSlot:
@@ -74,6 +105,10 @@ class _Actor:
     """One spawned actor: its handler and FIFO mailbox of ``(msg, ask slot)``."""
 
     __slots__ = ("alive", "handler", "mailbox", "name", "queued", "runtime")
+
+    def has_mail(self) -> bool:
+        """True while messages wait in the mailbox."""
+        return bool(self.mailbox)
 
     def __init__(self, runtime: TestRuntime, name: str, handler: Handler) -> None:
         self.runtime = runtime
@@ -307,7 +342,7 @@ class TestRuntime:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, node_id: str, network: SimNetwork) -> None:
+    def __init__(self, node_id: str, network: SimWire) -> None:
         if not isinstance(node_id, str) or not node_id:
             raise ValueError(f"node_id must be a non-empty str, got {node_id!r}")
         self._node_id = node_id
@@ -323,7 +358,7 @@ class TestRuntime:
         return self._node_id
 
     @property
-    def network(self) -> SimNetwork:
+    def network(self) -> SimWire:
         """The simulated network this node lives on."""
         return self._network
 

@@ -1,18 +1,16 @@
-"""A seeded, single-threaded simulated network hosting :class:`TestRuntime` nodes (SPEC §12).
+"""A seeded, single-threaded simulated network hosting :class:`TestRuntime` nodes.
 
 Mechanics, in one place:
 
-* One event queue (a heap ordered by ``(due_time, order, seq)``) holds wire
-  deliveries, timers and late ``NodeLeft`` notices; each actor has a FIFO
-  mailbox, and actors with mail wait in a round-robin ready queue.
-* Driving (``run_until_idle``, ``advance``, ``run_until``, a waiting ``ask``)
-  repeatedly takes the next due event, else one message of the next ready
-  actor. Time moves only in ``advance``/``run_until``/``ask``, and only to
-  the next event time (``TestClock.set``).
+* The :class:`~._simloop.SimLoop` holds every wire delivery, timer and late
+  ``NodeLeft`` notice in virtual time, and the actors with mail; driving
+  (``run_until_idle``, ``advance``, ``run_until``, a waiting ``ask``) runs
+  them in order, moving the clock only from event to event.
 * Local sends skip the wire. Cross-node messages are ``bytes``, counted when
-  sent (``messages_sent``/``bytes_sent``, one per destination), then subject to
-  partitions and faults, then scheduled. Partitions are checked at send and at
-  delivery, so a new partition loses in-flight messages.
+  sent (``messages_sent``/``bytes_sent``, one per destination), then subject
+  to the :class:`~dstate_core.runtime.FaultModel` (partitions and link
+  faults), then scheduled. Partitions are checked at send and at delivery, so
+  a new partition loses in-flight messages.
 * All randomness comes from one ``random.Random(seed)``: the same seed and the
   same calls replay the same run.
 
@@ -23,16 +21,14 @@ inside the driving loop and must not block in ``ask`` (that raises
 
 from __future__ import annotations
 
-import heapq
 import logging
 import random
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeAlias
+from typing import Any
 
 from ..model._errors import ActorSendError
-from ..runtime._faults import LinkModel, non_negative_seconds
+from ..runtime._faults import FaultModel, non_negative_seconds
 from ..runtime._protocol import (
     ActorAskTimeout,
     ActorRef,
@@ -43,12 +39,11 @@ from ..runtime._protocol import (
 )
 from ._clock import TestClock
 from ._runtime import TestActorRef, TestRuntime, TestTimerHandle, _Actor, _AskSlot
+from ._simloop import DEFAULT_MAX_EVENTS, SimLoop
 
 __all__ = ["SimNetwork"]
 
 _log = logging.getLogger("dstate.testing")
-
-_DEFAULT_MAX_EVENTS = 1_000_000
 
 
 class _Delivery:
@@ -70,9 +65,6 @@ class _LateNodeLeft:
 
     def __init__(self, node_id: str) -> None:
         self.node_id = node_id
-
-
-_Event: TypeAlias = "_Delivery | TestTimerHandle | _LateNodeLeft"
 
 
 class SimNetwork:
@@ -100,20 +92,12 @@ class SimNetwork:
             raise TypeError(f"SimNetwork needs a TestClock, got {type(clock).__name__}")
         self._clock = clock
         self._seed = seed
-        self._failure_timeout = non_negative_seconds("failure_timeout", failure_timeout)
-        self._rng = random.Random(seed)
-        self._heap: list[tuple[float, int, int, _Event]] = []
-        self._seq = 0
-        self._ready: deque[_Actor] = deque()
+        self.faults = FaultModel(failure_timeout, random.Random(seed))
+        self._loop = SimLoop(clock, self._fire, self._pending)
         self._live: dict[str, TestRuntime] = {}
         self._groups: dict[str, dict[_Actor, None]] = {}
-        self._links = LinkModel(self._rng)
-        self._depth = 0  # > 0 while handlers/timers/callbacks may run
         self._subscription_ids = 0
-        self._sent = 0
-        self._bytes = 0
-        self._dropped = 0
-        self._delivered = 0
+        self._sent = self._bytes = self._dropped = self._delivered = 0
 
     # -- properties -------------------------------------------------------
 
@@ -130,7 +114,7 @@ class SimNetwork:
     @property
     def failure_timeout(self) -> float:
         """Seconds from :meth:`crash` to the others' ``NodeLeft``."""
-        return self._failure_timeout
+        return self.faults.failure_timeout
 
     @property
     def messages_sent(self) -> int:
@@ -205,7 +189,7 @@ class SimNetwork:
         runtime = self.runtime(node_id)
         del self._live[node_id]
         runtime._stop("crashed")
-        self._push(self._clock.now() + self._failure_timeout, _LateNodeLeft(node_id))
+        self._loop.push(self._clock.now() + self.failure_timeout, _LateNodeLeft(node_id))
 
     def _attach(self, runtime: TestRuntime) -> None:
         node_id = runtime.node_id
@@ -220,7 +204,7 @@ class SimNetwork:
         self._subscription_ids += 1
         return SubscriptionId(self._subscription_ids)
 
-    # -- faults and partitions --------------------------------------------
+    # -- faults and partitions (see FaultModel) ---------------------------
 
     def set_faults(
         self,
@@ -242,11 +226,11 @@ class SimNetwork:
         Raises:
             ValueError: a probability outside [0, 1] or a bad delay.
         """
-        self._links.set_faults(drop, duplicate, reorder, delay, src, dst)
+        self.faults.set_faults(drop, duplicate, reorder, delay, src, dst)
 
     def clear_faults(self) -> None:
         """Remove every fault: a perfect network again."""
-        self._links.clear_faults()
+        self.faults.clear_faults()
 
     def partition(self, *groups: Iterable[str]) -> None:
         """Cut the network between ``groups`` (unlisted nodes form one more group).
@@ -258,11 +242,11 @@ class SimNetwork:
         Raises:
             ValueError: a node is listed in two groups.
         """
-        self._links.partition(groups)
+        self.faults.partition(*groups)
 
     def heal(self) -> None:
         """Remove the partition."""
-        self._links.heal()
+        self.faults.heal()
 
     # -- sending ----------------------------------------------------------
 
@@ -317,30 +301,24 @@ class SimNetwork:
         if not actor.alive:
             self._drop(src, actor, "the target is stopped")
             return
-        if self._links.blocked(src, actor.node_id):
+        if self.faults.blocked(src, actor.node_id):
             self._drop(src, actor, "partitioned")
             return
-        plan = self._links.plan(src, actor.node_id)
+        plan = self.faults.plan(src, actor.node_id)
         if not plan:
             self._drop(src, actor, "drop fault")
             return
         now = self._clock.now()
         for copy, (delay, later) in enumerate(plan):
             reply_to = slot if copy == 0 else None  # a duplicate is never answered
-            self._push(now + delay, _Delivery(src, actor, msg, reply_to), later)
+            self._loop.push(now + delay, _Delivery(src, actor, msg, reply_to), later)
 
     def _drop(self, src: str, actor: _Actor, why: str) -> None:
         self._dropped += 1
         _log.debug("dropped a message from %r to %s: %s", src, actor.describe(), why)
 
-    def _push(self, due: float, event: _Event, later: int = 0) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (due, self._seq + later, self._seq, event))
-
     def _mark_ready(self, actor: _Actor) -> None:
-        if not actor.queued:
-            actor.queued = True
-            self._ready.append(actor)
+        self._loop.mark_ready(actor)
 
     # -- timers -----------------------------------------------------------
 
@@ -355,7 +333,7 @@ class SimNetwork:
         if actor.runtime is not runtime:
             self._check_wire_message(actor, msg)
         timer = TestTimerHandle(runtime, actor, msg, seconds if repeat else None)
-        self._push(self._clock.now() + seconds, timer)
+        self._loop.push(self._clock.now() + seconds, timer)
         return timer
 
     def _fire_timer(self, timer: TestTimerHandle) -> None:
@@ -367,7 +345,7 @@ class SimNetwork:
         if timer.interval is None:
             timer.cancel()  # done
         else:
-            self._push(self._clock.now() + timer.interval, timer)
+            self._loop.push(self._clock.now() + timer.interval, timer)
 
     # -- groups -----------------------------------------------------------
 
@@ -394,34 +372,14 @@ class SimNetwork:
 
     @contextmanager
     def _in_simulation(self) -> Iterator[None]:
-        self._depth += 1
-        try:
+        with self._loop.inside():
             yield
-        finally:
-            self._depth -= 1
-
-    def _check_outside(self, what: str) -> None:
-        if self._depth:
-            raise RuntimeError(
-                f"{what} called from inside a handler, timer or cluster-event callback of the "
-                "simulated network: a blocking ask inside a handler would deadlock; send a "
-                "message instead (and answer later with a PendingReply)"
-            )
 
     def next_event_time(self) -> float | None:
         """When the next event is due (``clock.now()`` if mail is waiting), or None."""
-        if self._ready:
-            return self._clock.now()
-        heap = self._heap
-        while heap:
-            event = heap[0][3]
-            if isinstance(event, TestTimerHandle) and not event.active:
-                heapq.heappop(heap)
-                continue
-            return heap[0][0]
-        return None
+        return self._loop.next_event_time()
 
-    def run_until_idle(self, max_events: int = _DEFAULT_MAX_EVENTS) -> int:
+    def run_until_idle(self, max_events: int = DEFAULT_MAX_EVENTS) -> int:
         """Deliver every message and due timer until nothing is due; time does not move.
 
         Returns:
@@ -431,11 +389,11 @@ class SimNetwork:
             RuntimeError: more than ``max_events`` without going idle (a
                 livelock), or called from inside a handler.
         """
-        self._check_outside("run_until_idle()")
-        with self._in_simulation():
-            return self._drain(None, max_events)
+        self._loop.check_outside("run_until_idle()")
+        with self._loop.inside():
+            return self._loop.drain(None, max_events)
 
-    def advance(self, seconds: float, max_events: int = _DEFAULT_MAX_EVENTS) -> int:
+    def advance(self, seconds: float, max_events: int = DEFAULT_MAX_EVENTS) -> int:
         """Move the clock ``seconds`` forward, stopping at each event time to process it.
 
         Ends at now + ``seconds`` with everything due processed.
@@ -449,17 +407,17 @@ class SimNetwork:
                 from inside a handler.
         """
         seconds = non_negative_seconds("advance(seconds)", seconds)
-        self._check_outside("advance()")
-        with self._in_simulation():
+        self._loop.check_outside("advance()")
+        with self._loop.inside():
             counter = [0]
-            self._run_to(None, self._clock.now() + seconds, max_events, counter)
+            self._loop.run_to(None, self._clock.now() + seconds, max_events, counter)
             return counter[0]
 
     def run_until(
         self,
         predicate: Callable[[], bool],
         timeout: float,
-        max_events: int = _DEFAULT_MAX_EVENTS,
+        max_events: int = DEFAULT_MAX_EVENTS,
     ) -> bool:
         """Drive (moving time event by event) until ``predicate()`` holds or ``timeout`` passes.
 
@@ -470,19 +428,19 @@ class SimNetwork:
             Whether ``predicate()`` held.
         """
         timeout = non_negative_seconds("run_until(timeout)", timeout)
-        self._check_outside("run_until()")
-        with self._in_simulation():
-            return self._run_to(predicate, self._clock.now() + timeout, max_events, [0])
+        self._loop.check_outside("run_until()")
+        with self._loop.inside():
+            return self._loop.run_to(predicate, self._clock.now() + timeout, max_events, [0])
 
     def _ask(self, via: TestRuntime, actor: _Actor, msg: Any, timeout: float) -> Any:
         timeout = check_positive_seconds("ask timeout", timeout)
-        self._check_outside("ask()")
+        self._loop.check_outside("ask()")
         slot = _AskSlot()
         if actor.runtime is via:
             if not actor.alive:
                 raise ActorSendError(f"cannot ask {actor.describe()}: it is stopped")
             actor.enqueue(msg, slot)
-            with self._in_simulation():
+            with self._loop.inside():
                 while not slot.handled and actor.mailbox:
                     actor.handle_next()
         else:
@@ -491,71 +449,24 @@ class SimNetwork:
             self._wire_send(via.node_id, actor, msg, slot)
         if not slot.finished():
             deadline = self._clock.now() + timeout
-            with self._in_simulation():
-                done = self._run_to(slot.finished, deadline, _DEFAULT_MAX_EVENTS, [0])
+            with self._loop.inside():
+                done = self._loop.run_to(slot.finished, deadline, DEFAULT_MAX_EVENTS, [0])
             if not done:
                 raise ActorAskTimeout(
                     f"ask to {actor.describe()} got no reply within {timeout}s (virtual time)"
                 )
         return slot.result()
 
-    def _run_to(
-        self,
-        done: Callable[[], bool] | None,
-        deadline: float,
-        max_events: int,
-        counter: list[int],
-    ) -> bool:
-        """Process events up to ``deadline``, stepping the clock; True once ``done()`` holds."""
-        clock = self._clock
-        while True:
-            counter[0] += self._drain(done, max_events)
-            if done is not None and done():
-                return True
-            now = clock.now()
-            if now >= deadline:
-                return False
-            due = self.next_event_time()
-            clock.set(deadline if due is None or due > deadline else due)
+    @staticmethod
+    def _pending(event: object) -> bool:
+        return not isinstance(event, TestTimerHandle) or event.active
 
-    def _drain(self, done: Callable[[], bool] | None, max_events: int) -> int:
-        """Process everything due now (stopping early once ``done()``); count the events."""
-        events = 0
-        while not (done is not None and done()) and self._step():
-            events += 1
-            if events > max_events:
-                raise RuntimeError(
-                    f"the simulated network did not go idle after {max_events} events at "
-                    f"t={self._clock.now()}: a livelock (actors keep messaging each other "
-                    "with no delay)?"
-                )
-        return events
-
-    def _step(self) -> bool:
-        """Run one due event, else one message of the next ready actor; False when idle."""
-        heap = self._heap
-        now = self._clock.now()
-        while heap and heap[0][0] <= now:
-            event = heapq.heappop(heap)[3]
-            if self._fire(event):
-                return True
-        ready = self._ready
-        while ready:
-            actor = ready.popleft()
-            actor.queued = False
-            if actor.alive and actor.mailbox:
-                actor.handle_next()
-                if actor.alive and actor.mailbox:
-                    self._mark_ready(actor)
-                return True
-        return False
-
-    def _fire(self, event: _Event) -> bool:
+    def _fire(self, event: object) -> bool:
         if isinstance(event, _Delivery):
             actor = event.actor
             if not actor.alive:
                 self._drop(event.src, actor, "the target stopped while in flight")
-            elif self._links.blocked(event.src, actor.node_id):
+            elif self.faults.blocked(event.src, actor.node_id):
                 self._drop(event.src, actor, "partitioned while in flight")
             else:
                 self._delivered += 1
@@ -566,6 +477,7 @@ class SimNetwork:
                 return False
             self._fire_timer(event)
             return True
+        assert isinstance(event, _LateNodeLeft)
         for other in list(self._live.values()):
             if other.node_id != event.node_id:
                 other._events._emit(NodeLeft(event.node_id))
@@ -574,5 +486,5 @@ class SimNetwork:
     def __repr__(self) -> str:
         return (
             f"SimNetwork(seed={self._seed}, now={self._clock.now()}, nodes={self.live_nodes()}, "
-            f"queued={len(self._heap)}, sent={self._sent}, dropped={self._dropped})"
+            f"queued={self._loop.queued}, sent={self._sent}, dropped={self._dropped})"
         )

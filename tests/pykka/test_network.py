@@ -67,7 +67,7 @@ class TestMembership:
         with pytest.raises(ValueError, match="already live"):
             PykkaRuntime("a", network)
         with pytest.raises(ValueError, match="already live"):
-            network.add_runtime("b")
+            PykkaRuntime("b", network)
 
     def test_unsubscribe_and_failing_subscribers(
         self, network: PykkaNetwork, cluster: list[PykkaRuntime]
@@ -88,7 +88,7 @@ class TestMembership:
     def test_add_and_remove_by_node_id(
         self, network: PykkaNetwork, cluster: list[PykkaRuntime]
     ) -> None:
-        d = network.add_runtime("d")
+        d = PykkaRuntime("d", network)
         assert network.runtime("d") is d
         network.remove("b")
         assert cluster[1].is_shut_down

@@ -8,8 +8,8 @@ import threading
 import msgpack
 import pytest
 
+from dstate_core.runtime import Directory, decode_groups, encode_groups
 from dstate_core.runtime._protocol import ClusterEvent, NodeJoined, NodeLeft
-from dstate_thespian._directory import Directory, decode_groups, encode_groups
 
 
 class TestGroupTables:

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from dstate_core.runtime import Kind, Parcel
 from dstate_thespian._gateway import Effect, GatewayCore, Notify, Send, Wake
 from dstate_thespian._protocol import (
     CAP_GATEWAY,
@@ -14,8 +15,6 @@ from dstate_thespian._protocol import (
     Attach,
     Attached,
     Batch,
-    Kind,
-    Parcel,
     Roster,
     View,
 )

@@ -10,6 +10,14 @@ from typing import Any
 import pytest
 
 from dstate_core.model._errors import ActorSendError, NodeShutdownError
+from dstate_core.runtime import (
+    WANT_GROUPS,
+    FaultModel,
+    Kind,
+    Parcel,
+    decode_groups,
+    encode_groups,
+)
 from dstate_core.runtime._protocol import ActorAskTimeout, NodeJoined, NodeLeft
 from dstate_core.testing.conformance import Recorder
 from dstate_thespian import (
@@ -19,8 +27,7 @@ from dstate_thespian import (
     ThespianRuntime,
     stop_system,
 )
-from dstate_thespian._directory import decode_groups, encode_groups
-from dstate_thespian._protocol import WANT_GROUPS, Kind, Parcel, View
+from dstate_thespian._protocol import View
 from dstate_thespian._system import free_port, normalize_address, port_open
 from dstate_thespian._thespian import start_system
 
@@ -30,11 +37,17 @@ DEADLINE = 5.0
 
 
 @pytest.fixture
-def pair() -> Iterator[tuple[ThespianRuntime, ThespianRuntime]]:
+def faults() -> FaultModel:
+    """The fault model the ``pair`` runtimes share."""
+    return FaultModel()
+
+
+@pytest.fixture
+def pair(faults: FaultModel) -> Iterator[tuple[ThespianRuntime, ThespianRuntime]]:
     """Two simpleSystemBase runtimes that see each other."""
     convention = InProcessConvention(failure_timeout=0.2)
-    a = ThespianRuntime("a", "simpleSystemBase", convention=convention)
-    b = ThespianRuntime("b", "simpleSystemBase", convention=convention)
+    a = ThespianRuntime("a", "simpleSystemBase", convention=convention, faults=faults)
+    b = ThespianRuntime("b", "simpleSystemBase", convention=convention, faults=faults)
     assert wait_until(lambda: a.peers == ["b"] and b.peers == ["a"], DEADLINE)
     yield a, b
     a.shutdown()
@@ -163,14 +176,14 @@ class TestRefsAndGroups:
         assert wait_until(lambda: len(rec.items) == 3, DEADLINE)
         dropped = b.messages_dropped
         outsiders = b.drops.get("not a member", 0)
-        a._send_remote("b", "nobody", b"x")
-        a._post("b", Kind.GROUPS, "", b"\xc1")
-        a._post("b", "no-such-kind", "m", b"x")
+        a.remote_ref("b", "nobody").send(b"x")
+        a._post(Parcel("a", a.incarnation, "b", Kind.GROUPS, "", b"\xc1"))
+        a._post(Parcel("a", a.incarnation, "b", "no-such-kind", "m", b"x"))
         assert wait_until(lambda: b.messages_dropped == dropped + 3, DEADLINE)
-        b._on_parcel(Parcel("zzz", "1", "b", Kind.REPLY, "", b"", "unknown-ask"))
+        b._remote.on_parcel(Parcel("zzz", "1", "b", Kind.REPLY, "", b"", "unknown-ask"))
         # From a node outside the cluster, or an old incarnation of a member: dropped, counted.
-        b._on_parcel(Parcel("zzz", "1", "b", Kind.SEND, "m", b"x"))
-        b._on_parcel(Parcel("a", "old-incarnation", "b", Kind.CAST, "g", b"x"))
+        b._remote.on_parcel(Parcel("zzz", "1", "b", Kind.SEND, "m", b"x"))
+        b._remote.on_parcel(Parcel("a", "old-incarnation", "b", Kind.CAST, "g", b"x"))
         assert b.drops["not a member"] == outsiders + 3
         assert b.messages_dropped == dropped + 3 + 3
 
@@ -196,11 +209,12 @@ class TestGroupTables:
         runtime = ThespianRuntime("me", "simpleSystemBase")
         try:
             table = encode_groups({"g": ["x"]})
-            runtime._on_parcel(Parcel("ghost", "1", "me", Kind.GROUPS, "", table))
-            runtime._on_parcel(Parcel("ghost", "1", "me", Kind.GROUPS, "", table, WANT_GROUPS))
-            runtime._on_parcel(Parcel("ghost", "1", "me", Kind.GROUPS, "", b"\xc1"))
+            runtime._remote.on_parcel(Parcel("ghost", "1", "me", Kind.GROUPS, "", table))
+            wants = Parcel("ghost", "1", "me", Kind.GROUPS, "", table, WANT_GROUPS)
+            runtime._remote.on_parcel(wants)
+            runtime._remote.on_parcel(Parcel("ghost", "1", "me", Kind.GROUPS, "", b"\xc1"))
             assert runtime.drops == {"not a member": 3}
-            assert runtime._directory._tables == {}
+            assert runtime._remote.directory._tables == {}
             assert runtime.group_members("g") == []
         finally:
             runtime.shutdown()
@@ -213,23 +227,23 @@ class TestGroupTables:
             posted = capture_posts(runtime)
             table = encode_groups({"g": ["x"]})
             # b saw us first: its table arrives before the gateway reports b, and is dropped.
-            runtime._on_parcel(Parcel("b", "1", "me", Kind.GROUPS, "", table))
+            runtime._remote.on_parcel(Parcel("b", "1", "me", Kind.GROUPS, "", table))
             assert runtime.drops == {"not a member": 1}
             runtime._on_message(View((("b", "1"),)))
             assert [(p.dst, p.kind, p.ref) for p in posted] == [("b", Kind.GROUPS, WANT_GROUPS)]
             assert runtime.peers == []
             # b answers with its table (without asking back): b joins.
-            runtime._on_parcel(Parcel("b", "1", "me", Kind.GROUPS, "", table))
+            runtime._remote.on_parcel(Parcel("b", "1", "me", Kind.GROUPS, "", table))
             assert runtime.peers == ["b"]
             assert [(r.node_id, r.name) for r in runtime.group_members("g")] == [("b", "x")]
             assert len(posted) == 1
             # A member asking for our table gets it.
-            runtime._on_parcel(Parcel("b", "1", "me", Kind.GROUPS, "", table, WANT_GROUPS))
+            runtime._remote.on_parcel(Parcel("b", "1", "me", Kind.GROUPS, "", table, WANT_GROUPS))
             assert [(p.dst, p.ref) for p in posted[1:]] == [("b", "")]
             assert decode_groups(posted[1].body) == {}
             # b leaves the view: its table goes, so a return must bring a new one.
             runtime._on_message(View(()))
-            assert runtime._directory._tables == {}
+            assert runtime._remote.directory._tables == {}
             runtime._on_message(View((("b", "1"),)))
             assert runtime.peers == []
             assert runtime.group_members("g") == []
@@ -241,7 +255,7 @@ class TestGroupTables:
 
 class TestRemoteAsk:
     def test_replies_failures_and_timeouts(
-        self, pair: tuple[ThespianRuntime, ThespianRuntime]
+        self, pair: tuple[ThespianRuntime, ThespianRuntime], faults: FaultModel
     ) -> None:
         a, b = pair
 
@@ -262,9 +276,8 @@ class TestRemoteAsk:
         with pytest.raises(TypeError):
             far.ask("text", DEADLINE)
         with pytest.raises(RemoteAskError, match="no actor"):
-            ThespianActorRef(a, "b", "nobody", None).ask(b"x", DEADLINE)
-        a._block(["b"])
-        b._block(["a"])
+            a.remote_ref("b", "nobody").ask(b"x", DEADLINE)
+        faults.partition(["a"], ["b"])
         with pytest.raises(ActorAskTimeout):
             far.ask(b"lost", 0.2)
 
@@ -285,7 +298,7 @@ class TestRemoteAsk:
 
         thread = threading.Thread(target=asker)
         thread.start()
-        assert wait_until(lambda: a._asks.waiting == 1, DEADLINE)
+        assert wait_until(lambda: a._remote.waiting == 1, DEADLINE)
         a.shutdown()
         thread.join(DEADLINE)
         release.set()

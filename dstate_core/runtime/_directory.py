@@ -1,15 +1,16 @@
-"""What a node process knows about its peers: who is up, and their group tables (SPEC §7, §8).
+"""What a node knows about its peers: who is reachable, and their group tables.
 
-The gateway reports the peers it can reach (``(node, incarnation)`` pairs);
-each peer sends its group table when it first sees this node and whenever the
-table changes. A peer counts as *joined* once both are in: only then is
-``NodeJoined`` emitted, so a handler reacting to it already finds the peer's
-actors in :meth:`Directory.remote_members`.
+A distributed runtime's transport reports the peers it can reach now, as
+``(node, incarnation)`` pairs (:meth:`Directory.apply_view`); each peer sends
+its group table when it first sees this node and whenever the table changes
+(:meth:`Directory.apply_groups`). A peer counts as *joined* once both are in:
+only then is ``NodeJoined`` emitted, so a handler reacting to it already finds
+the peer's actors in :meth:`Directory.remote_members`.
 
 Only a peer in the view may have a table here: one that arrives first is
 refused (the runtime drops it), and the peer's table goes when it leaves the
 view. So a node asks each peer new to its view for its table (see
-:data:`~._protocol.WANT_GROUPS`): a table refused while this node did not yet
+:data:`~._parcels.WANT_GROUPS`): a table refused while this node did not yet
 see its sender is sent again.
 """
 
@@ -17,46 +18,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable
 
-import msgpack
+from ._events import EventCallback, Subscribers
+from ._protocol import ClusterEvent, NodeJoined, NodeLeft, SubscriptionId
 
-from dstate_core.runtime import ClusterEvent, NodeJoined, NodeLeft, SubscriptionId
+__all__ = ["Directory"]
 
-__all__ = ["ClusterEventsView", "Directory", "decode_groups", "encode_groups"]
-
-_log = logging.getLogger("dstate.thespian")
-
-#: Caps on a peer's group table (it is peer input).
-MAX_GROUPS = 10_000
-MAX_NAME = 1_000
-
-
-def encode_groups(groups: Mapping[str, Iterable[str]]) -> bytes:
-    """A group table as msgpack ``{group: [actor names]}``."""
-    return msgpack.packb({group: sorted(names) for group, names in groups.items()})
-
-
-def decode_groups(data: bytes) -> dict[str, tuple[str, ...]]:
-    """Parse a peer's group table.
-
-    Raises:
-        ValueError: not a well-formed table (malformed msgpack included).
-    """
-    try:
-        raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
-    except Exception as exc:
-        raise ValueError(f"undecodable group table: {exc}") from None
-    if not isinstance(raw, dict) or len(raw) > MAX_GROUPS:
-        raise ValueError("a group table must be a map of at most 10000 groups")
-    table: dict[str, tuple[str, ...]] = {}
-    for group, names in raw.items():
-        if not isinstance(group, str) or len(group) > MAX_NAME or not isinstance(names, list):
-            raise ValueError(f"bad group entry {group!r}")
-        if not all(isinstance(n, str) and 0 < len(n) <= MAX_NAME for n in names):
-            raise ValueError(f"bad actor names in group {group!r}")
-        table[group] = tuple(names)
-    return table
+_log = logging.getLogger("dstate.runtime")
 
 
 class Directory:
@@ -78,8 +47,7 @@ class Directory:
         self._complete = False
         self._tables: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {}
         self._joined: dict[str, str] = {}
-        self._callbacks: dict[int, Callable[[ClusterEvent], None]] = {}
-        self._next_id = 1
+        self._subscribers = Subscribers(node_id)
 
     # -- inputs -----------------------------------------------------------------
 
@@ -121,27 +89,23 @@ class Directory:
             self._emit(events)
         return True
 
-    def subscribe(self, callback: Callable[[ClusterEvent], None]) -> SubscriptionId:
+    def subscribe(self, callback: EventCallback) -> SubscriptionId:
         """Replay ``NodeJoined`` for every joined peer to ``callback``, then report changes."""
         with self._events:
+            sid = self._subscribers.add(callback)
             with self._state:
-                sid = self._next_id
-                self._next_id += 1
-                self._callbacks[sid] = callback
                 joined = sorted(self._joined)
             for node in joined:
-                _call(callback, NodeJoined(node), self._node_id)
-        return SubscriptionId(sid)
+                self._subscribers.call(callback, NodeJoined(node))
+        return sid
 
     def unsubscribe(self, subscription: SubscriptionId) -> None:
         """Forget a subscriber; unknown ids are ignored."""
-        with self._state:
-            self._callbacks.pop(subscription, None)
+        self._subscribers.discard(subscription)
 
     def clear_subscribers(self) -> None:
         """Forget every subscriber (on shutdown)."""
-        with self._state:
-            self._callbacks.clear()
+        self._subscribers.clear()
 
     # -- queries ----------------------------------------------------------------
 
@@ -202,47 +166,6 @@ class Directory:
         return events
 
     def _emit(self, events: list[ClusterEvent]) -> None:
-        if not events:
-            return
-        with self._state:
-            callbacks = list(self._callbacks.values())
         for event in events:
             _log.info("node %r: %r", self._node_id, event)
-            for callback in callbacks:
-                _call(callback, event, self._node_id)
-
-
-class ClusterEventsView:
-    """A runtime's ``cluster_events``: subscriptions to its :class:`Directory`.
-
-    Args:
-        directory: where the events come from.
-        check_open: raises :class:`NodeShutdownError` once the runtime is shut down.
-    """
-
-    def __init__(self, directory: Directory, check_open: Callable[[str], None]) -> None:
-        self._directory = directory
-        self._check_open = check_open
-
-    def subscribe(self, callback: Callable[[ClusterEvent], None]) -> SubscriptionId:
-        """Replay ``NodeJoined`` for every joined peer, then report changes.
-
-        Concurrency: callbacks run on the runtime's receiver thread (the replay
-        on the caller's) and must not block; a raising callback is logged.
-
-        Raises:
-            NodeShutdownError: the runtime was shut down.
-        """
-        self._check_open("subscribe to cluster events")
-        return self._directory.subscribe(callback)
-
-    def unsubscribe(self, subscription: SubscriptionId) -> None:
-        """Stop calling the callback; unknown ids are ignored."""
-        self._directory.unsubscribe(subscription)
-
-
-def _call(callback: Callable[[ClusterEvent], None], event: ClusterEvent, node_id: str) -> None:
-    try:
-        callback(event)
-    except Exception:
-        _log.exception("cluster-event subscriber on node %r failed on %r", node_id, event)
+            self._subscribers.emit(event)
