@@ -44,8 +44,8 @@ from typing import Any
 from thespian.actors import Actor  # type: ignore[import-untyped]
 
 from bench._report import Table, Tick, fmt_rate, fmt_seconds, no_tick, print_tables, ratio
+from dstate_core.process import free_port
 from dstate_thespian import NodeHandle
-from dstate_thespian._procs import free_port
 from dstate_thespian._thespian import failure_detection_bound, start_system
 
 __all__ = ["STEPS", "main", "tables"]

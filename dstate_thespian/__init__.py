@@ -24,10 +24,11 @@ interface (``host`` only sets the address it advertises): run its actor
 systems on a network only cluster members can reach (``docs/security.md``).
 """
 
+from dstate_core.process import NodeHandleError
 from dstate_core.runtime import RemoteAskError, ScheduledTimer
 
 from ._cluster import ThespianCluster, local_cluster
-from ._handle import NodeHandle, NodeHandleError
+from ._handle import NodeHandle
 from ._runtime import SYSTEM_BASES, ThespianActorRef, ThespianRuntime
 from ._simple import InProcessConvention
 from ._system import stop_system

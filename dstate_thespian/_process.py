@@ -1,28 +1,18 @@
-"""One node as an operating-system process: start, serve, stop (``python -m dstate_thespian node``).
+"""A Thespian node as an operating-system process (``python -m dstate_thespian node``).
 
-:class:`NodeProcess` turns checked :class:`NodeOptions` into a running node:
+:class:`ThespianNodeProcess` is the core's
+:class:`~dstate_core.process.NodeProcess` on a :class:`ThespianRuntime` with
+its own multiprocTCPBase actor system:
 
-1. claims the admin port: a stale actor system left there by an earlier run
-   (its run record names a node process that is gone) is killed first;
-   anything else on the port is an error;
-2. a member waits (up to ``join_timeout``) until the leader's port accepts
-   connections, else it is an error;
-3. starts a :class:`ThespianRuntime` (the actor system forks here, before any
-   thread of ours exists), writes the run record, builds the
-   :class:`DStateNode`, registers the states, and only then joins the cluster
-   (:meth:`ThespianRuntime.join_cluster`), so peers find its inbox and states
-   when they see it join;
-4. serves the control channel (:mod:`dstate_thespian._control`) until
-   SIGINT, SIGTERM, SIGHUP, a ``shutdown`` command or (with ``exit_on_eof``)
-   the end of stdin; then shuts the node and its actor system down cleanly.
-
-The signal handlers are in place from the start of step 1: a signal while
-starting cuts the start short, and the node stops as cleanly as later on.
-Processes forked meanwhile (the actor system's) get the previous handlers back.
-
-Errors the user can fix are :class:`CliError` (exit status 2); they are all
-raised before the actor system starts, or after it is stopped again, so a
-failed start leaves no process behind.
+1. before anything starts, it claims the admin port: a stale actor system left
+   there by an earlier run (its run record names a node process that is gone)
+   is killed first; anything else on the port is an error; a member then waits
+   (up to ``join_timeout``) until the leader's port accepts connections;
+2. it starts the runtime (the actor system forks here, before any thread of
+   ours exists) without joining, writes the run record, and joins the
+   convention once the states are registered;
+3. on the way out it stops the actor system, checks its processes are gone and
+   removes the run record.
 """
 
 from __future__ import annotations
@@ -31,88 +21,53 @@ import contextlib
 import json
 import logging
 import os
-import re
-import signal
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any, TextIO
 
-from dstate_core import (
-    ChangeFeedConfig,
-    DistributedState,
-    DStateError,
-    DStateNode,
-    FilePersistence,
-    NodeJoined,
-    NodeLeft,
-    StateConfig,
-    SyncStrategy,
+from dstate_core.process import (
+    CliError,
+    NodeOptions,
+    NodeProcess,
+    cmdline,
+    kill_pids,
+    listener_pids,
+    pid_alive,
+    port_bindable,
+    port_open,
 )
-from dstate_core.runtime import ClusterEvent
+from dstate_core.process import start_time as _start_time
 
-from ._control import Controller, Emitter, generation_json, serve_lines
-from ._procs import cmdline, kill_pids, listener_pids, pid_alive, port_bindable, port_open
-from ._procs import start_time as _start_time
 from ._runtime import ThespianRuntime
 from ._thespian import failure_detection_bound
 
 __all__ = [
-    "STRATEGIES",
-    "CliError",
-    "NodeOptions",
-    "NodeProcess",
     "RunRecord",
-    "StateSpec",
+    "ThespianNodeOptions",
+    "ThespianNodeProcess",
     "claim_admin_port",
     "default_run_dir",
 ]
 
 _log = logging.getLogger("dstate.thespian.node")
 
-#: The sync strategies a ``--state`` may name after ``@``.
-STRATEGIES = {"push": SyncStrategy.active_push, "feed": SyncStrategy.feed_lazy_pull}
-
 #: How long claiming a port waits for a killed stale system to free it.
 _FREE_WAIT = 5.0
-#: The signals that stop a node process.
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class CliError(Exception):
-    """A problem the user can fix (a bad option, a busy port...): one line, exit status 2."""
 
 
 @dataclass(frozen=True)
-class StateSpec:
-    """One ``--state``: the class and its sync strategy (``"push"`` or ``"feed"``)."""
+class ThespianNodeOptions:
+    """A Thespian node's own checked options (see ``python -m dstate_thespian node --help``)."""
 
-    state_type: type[DistributedState]
-    strategy: str
-    text: str
-
-
-@dataclass(frozen=True)
-class NodeOptions:
-    """A node process's checked options (see ``python -m dstate_thespian node --help``)."""
-
-    node_id: str
     admin_port: int
     convention: str | None
     leader: bool
     host: str
-    states: Sequence[StateSpec]
-    data_dir: Path | None = None
-    cluster_secret: bytes | None = None
-    feed_interval: float = 1.0
     join_timeout: float = 10.0
     run_dir: Path | None = None
-    control: str = "stdio"
-    exit_on_eof: bool = False
 
 
 # -- run records ------------------------------------------------------------------------
@@ -239,62 +194,47 @@ def _wait_reachable(address: str, timeout: float, stop: threading.Event) -> bool
     return True
 
 
-def _file_name(state_name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", state_name) + ".state"
-
-
 # -- the process --------------------------------------------------------------------------
 
 
-class NodeProcess:
-    """A node hosting the given states, driven by signals and the control channel.
+class ThespianNodeProcess(NodeProcess):
+    """A node process on its own Thespian actor system.
 
     Args:
-        options: checked options.
+        options: the shared checked options.
+        thespian: the Thespian-specific ones.
         out: where control replies and events go (stdout).
-
-    Concurrency: :meth:`start` and :meth:`run` run on the main thread (signal
-    handlers need it); commands run on a reader thread.
     """
 
-    def __init__(self, options: NodeOptions, out: TextIO) -> None:
-        self.options = options
-        self.emitter = Emitter(out)
-        self.runtime: ThespianRuntime | None = None
-        self.node: DStateNode | None = None
-        self._run_dir = _check_run_dir(options.run_dir or default_run_dir())
-        self._record_path = RunRecord.path(self._run_dir, options.admin_port)
-        self._stop = threading.Event()
-        self._why = ""
-        self._controller: Controller | None = None
-        self._previous_handlers: dict[int, Any] = {}
+    runtime: ThespianRuntime | None
 
-    # -- start --------------------------------------------------------------------
+    def __init__(self, options: NodeOptions, thespian: ThespianNodeOptions, out: TextIO) -> None:
+        super().__init__(options, out)
+        self.thespian = thespian
+        self._run_dir = _check_run_dir(thespian.run_dir or default_run_dir())
+        self._record_path = RunRecord.path(self._run_dir, thespian.admin_port)
 
-    def start(self) -> None:
-        """Handle the stop signals, claim the port, register the states, join the cluster.
-
-        A stop signal meanwhile cuts it short (:meth:`run` then stops at once).
-
-        Raises:
-            CliError: the port is busy, the leader unreachable, or a state does not register.
-        """
-        opts = self.options
-        self._handle_signals()
+    def prepare(self) -> None:
+        """Claim the admin port; a member waits until its leader is reachable."""
+        opts = self.thespian
         note = claim_admin_port(opts.admin_port, self._run_dir)
         if note:
             _log.warning("%s", note)
         member = not opts.leader and opts.convention is not None
-        if member and not _wait_reachable(str(opts.convention), opts.join_timeout, self._stop):
+        if member and not _wait_reachable(
+            str(opts.convention), opts.join_timeout, self.stop_requested
+        ):
             raise CliError(
                 f"convention leader {opts.convention} is not reachable (nothing accepted a "
                 f"connection within {opts.join_timeout:g} s): start it first or fix --convention"
             )
-        if self._stop.is_set():
-            return
+
+    def start_runtime(self) -> ThespianRuntime:
+        """Start the actor system and gateway (not yet in the convention); write the record."""
+        opts = self.thespian
         try:
-            self.runtime = ThespianRuntime(
-                opts.node_id,
+            runtime = ThespianRuntime(
+                self.options.node_id,
                 admin_port=opts.admin_port,
                 convention_address=None if opts.leader else opts.convention,
                 host=opts.host,
@@ -303,140 +243,33 @@ class NodeProcess:
             )
         except ValueError as exc:
             raise CliError(str(exc)) from None
-        try:
-            self._write_record()
-            try:
-                self.node = DStateNode(
-                    self.runtime,
-                    change_feed=ChangeFeedConfig(batch_interval=opts.feed_interval),
-                    cluster_secret=opts.cluster_secret,
-                    data_dir=opts.data_dir,
-                )
-            except (DStateError, ValueError, TypeError) as exc:
-                raise CliError(str(exc)) from None
-            for spec in opts.states:
-                self._register(self.node, spec)
-            # Only now do peers see this node: its inbox and states are there for their
-            # join exchange.
-            if not self._stop.is_set():
-                self.runtime.join_cluster(cancel=self._stop)
-        except BaseException:
-            self._stop_node()
-            raise
+        self._write_record(runtime)
+        return runtime
 
-    def _register(self, node: DStateNode, spec: StateSpec) -> None:
-        persistence = None
-        if self.options.data_dir is not None:
-            path = self.options.data_dir / _file_name(spec.state_type.NAME)
-            persistence = FilePersistence(path, spec.state_type.NAME)
-        config = StateConfig(sync_strategy=STRATEGIES[spec.strategy](), persistence=persistence)
-        try:
-            node.register(spec.state_type, config)
-        except (DStateError, ValueError, TypeError) as exc:
-            raise CliError(f"--state {spec.text}: {exc}") from None
-
-    def _write_record(self) -> None:
+    def join(self) -> None:
+        """Join the convention (a signal cuts the wait short)."""
         assert self.runtime is not None
+        self.runtime.join_cluster(cancel=self.stop_requested)
+
+    def _write_record(self, runtime: ThespianRuntime) -> None:
         pid = os.getpid()
-        system = {p: _start_time(p) for p in self.runtime.pids}
+        system = {p: _start_time(p) for p in runtime.pids}
         record = RunRecord(self.options.node_id, pid, _start_time(pid), system)
         try:
             record.write(self._record_path)
         except OSError as exc:
             _log.warning("cannot write the run record %s: %s", self._record_path, exc)
 
-    # -- run ------------------------------------------------------------------------
-
-    def request_stop(self, why: str) -> None:
-        """Ask :meth:`run` to shut down (any thread, or a signal handler)."""
-        if not self._stop.is_set():
-            self._why = why
-            self._stop.set()
-
-    def run(self, stdin: TextIO | None) -> int:
-        """Serve until asked to stop, then shut down cleanly; returns the exit status (0).
-
-        Stops at once if a signal cut :meth:`start` short.
-        """
-        if self._stop.is_set():
-            return self._stopped()
-        assert self.runtime is not None and self.node is not None
-        runtime, node = self.runtime, self.node
-        self._controller = Controller(
-            node, self.emitter, self.status, lambda: self.request_stop("shutdown command")
-        )
-        self.emitter.event(
-            "ready",
-            **self.status(),
-            detection_bound=failure_detection_bound(),
-            states={
-                name: generation_json(shard.state.generation)
-                for name, shard in sorted(node.states.items())
-            },
-        )
-        subscription = runtime.cluster_events.subscribe(self._on_cluster_event)
-        if stdin is not None and self.options.control == "stdio":
-            reader = threading.Thread(
-                target=self._read, args=(stdin,), name="dstate-control", daemon=True
-            )
-            reader.start()
-        while not self._stop.wait(0.2):
-            pass
-        runtime.cluster_events.unsubscribe(subscription)
-        return self._stopped()
-
-    def _stopped(self) -> int:
-        _log.info("node %r stopping: %s", self.options.node_id, self._why)
-        self.emitter.event("stopping", reason=self._why)
-        self._stop_node()
-        self.emitter.event("stopped")
-        return 0
-
-    def _read(self, stdin: TextIO) -> None:
-        assert self._controller is not None
-        try:
-            serve_lines(stdin, self._controller)
-        except (OSError, ValueError) as exc:
-            _log.warning("the control channel failed: %s", exc)
-        if self.options.exit_on_eof:
-            self.request_stop("stdin closed")
-
-    def _handle_signals(self) -> None:
-        """Make :data:`_STOP_SIGNALS` call :meth:`request_stop` (main thread; idempotent)."""
-        if self._previous_handlers:
-            return
-        for signum in _STOP_SIGNALS:
-            self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
-        # Thespian forks the actor system from this process: give it the handlers it had.
-        os.register_at_fork(after_in_child=self._unhandle_signals)
-
-    def _unhandle_signals(self) -> None:
-        """In a forked child: put back the handlers :meth:`_handle_signals` replaced."""
-        for signum, previous in self._previous_handlers.items():
-            if signal.getsignal(signum) == self._on_signal:
-                with contextlib.suppress(ValueError, OSError):
-                    signal.signal(signum, signal.SIG_DFL if previous is None else previous)
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.request_stop(signal.Signals(signum).name)
-
-    def _on_cluster_event(self, event: ClusterEvent) -> None:
-        if isinstance(event, NodeJoined):
-            self.emitter.event("joined", node=event.node_id)
-        elif isinstance(event, NodeLeft):
-            self.emitter.event("left", node=event.node_id)
-
-    def status(self) -> dict[str, Any]:
-        """The node's process-level facts (the ``status`` reply adds the states)."""
+    def runtime_status(self) -> dict[str, Any]:
+        """Leader, convention, ports, incarnation, pids, peers and traffic counters."""
         runtime = self.runtime
         assert runtime is not None
         return {
-            "node": self.options.node_id,
-            "pid": os.getpid(),
-            "leader": self.options.leader,
-            "convention": self.options.convention,
+            "leader": self.thespian.leader,
+            "convention": self.thespian.convention,
             "admin_port": runtime.admin_port,
             "gateway_port": runtime.gateway_port,
+            "listening": [p for p in (runtime.admin_port, runtime.gateway_port) if p],
             "incarnation": runtime.incarnation,
             "pids": runtime.pids,
             "peers": runtime.peers,
@@ -445,12 +278,12 @@ class NodeProcess:
             "bytes_sent": runtime.bytes_sent,
         }
 
-    def _stop_node(self) -> None:
-        """Shut the node and the actor system down; remove the run record (idempotent)."""
-        if self._controller is not None:
-            self._controller.close()
-        if self.node is not None:
-            self.node.shutdown()
+    def ready_fields(self) -> dict[str, Any]:
+        """The convention's crash-detection bound."""
+        return {"detection_bound": failure_detection_bound()}
+
+    def stop_runtime(self) -> None:
+        """Shut the actor system down; remove the run record (idempotent)."""
         if self.runtime is not None:
             self.runtime.shutdown()
             left = self.runtime.alive_pids()

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from dstate_core.process import start_time
 from dstate_core.runtime import (
     ALL_PEERS,
     ActorRef,
@@ -45,7 +46,6 @@ from dstate_core.runtime import (
 )
 
 from ._link import Link, SimpleLink, TcpLink
-from ._procs import start_time
 from ._protocol import Attach, Attached, Batch, View
 from ._simple import InProcessConvention
 from ._system import TcpSystem, free_port, normalize_address

@@ -18,9 +18,10 @@ import signal
 import time
 from typing import Any
 
-from ._procs import children as _children
-from ._procs import free_port, pid_alive, port_open
-from ._procs import stat as _stat
+from dstate_core.process import children as _children
+from dstate_core.process import free_port, pid_alive, port_open
+from dstate_core.process import stat as _stat
+
 from ._protocol import CAP_GATEWAY, CAP_INCARNATION, CAP_NODE
 from ._thespian import CONVENTION_ADDRESS, GatewayActor, start_system
 

@@ -24,8 +24,9 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+from dstate_core.process import children, kill_pids, pid_alive, start_time, stat
+
 from ._gateway import GatewayCore, Notify, Send, Wake
-from ._procs import children, kill_pids, pid_alive, start_time, stat
 from ._protocol import Attach, Batch, Parcel, Roster
 
 __all__ = [

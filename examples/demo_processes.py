@@ -37,8 +37,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from dstate_core.process import free_port
 from dstate_thespian import NodeHandle, NodeHandleError
-from dstate_thespian._procs import free_port
 
 from .demo import NODES, ROUTE_STALENESS, Display, LoadSimulator, ViewRow, node_table, render
 from .node_resource import NodeResource

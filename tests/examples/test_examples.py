@@ -110,8 +110,8 @@ def test_live_demo_exits_one_when_a_node_never_gets_healthy(
 def test_live_demo_on_node_processes_kills_restarts_c_and_leaves_nothing(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from dstate_core.process import pid_alive
     from dstate_thespian import NodeHandle
-    from dstate_thespian._procs import pid_alive
     from examples import demo
 
     started: list[NodeHandle] = []

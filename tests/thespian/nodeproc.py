@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from dstate_core.process import cmdline, pid_alive
 from dstate_thespian import NodeHandle
-from dstate_thespian._procs import cmdline, pid_alive
 
 REPO = Path(__file__).resolve().parents[2]
 

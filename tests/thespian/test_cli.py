@@ -6,14 +6,25 @@ import argparse
 import os
 import socket
 from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+from dstate_core.process import CliError, free_port, parse_node_options, parse_state, start_time
 from dstate_core.testing import TestDeltaState, TestState
-from dstate_thespian._cli import build_parser, main, parse_options, parse_state
-from dstate_thespian._process import CliError, RunRecord, claim_admin_port, default_run_dir
-from dstate_thespian._procs import free_port, start_time
+from dstate_thespian._cli import build_parser, main, parse_thespian_options
+from dstate_thespian._process import RunRecord, claim_admin_port, default_run_dir
+
+
+def parse_options(namespace: argparse.Namespace) -> SimpleNamespace:
+    """The shared and the Thespian options of ``namespace``, as one object."""
+    merged: dict[str, Any] = {}
+    for options in (parse_node_options(namespace), parse_thespian_options(namespace)):
+        merged.update((f.name, getattr(options, f.name)) for f in fields(options))
+    return SimpleNamespace(**merged)
 
 STATE = "dstate_core.testing:TestState"
 

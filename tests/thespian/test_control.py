@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from dstate_core.process import Controller, Emitter, serve_lines
 from dstate_core.testing import DeterministicCluster, TestDeltaState, TestState, local_cluster
-from dstate_thespian._control import Controller, Emitter, serve_lines
 
 
 class Channel:

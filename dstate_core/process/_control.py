@@ -13,7 +13,7 @@ different node processes on one host compare.
 ``status``     node id, leader, admin port, pids, peers, states, drop counts
 ``views``      ``{"state"}``: every view, as is (no freshness check)
 ``query``      ``{"state", "max_staleness"?, "on_stale"?}``: views, pulled
-               first if older than the bound (SPEC §4)
+               first if older than the bound
 ``set``        ``{"state", "fields"}``: a simple state's fields, validated
 ``mutate``     ``{"state", "fn", "args"?, "repeat"?}``: call the state
                class's closure factory ``fn(*args)`` / ``fn(**args)`` and
@@ -41,18 +41,14 @@ from typing import Any, TextIO
 
 from pydantic import BaseModel
 
-from dstate_core import (
-    DeltaDistributedState,
-    DStateNode,
-    Generation,
-    Shard,
-    StateViewObject,
-    Subscription,
-)
+from ..model._generation import Generation, StateViewObject
+from ..model._state import DeltaDistributedState
+from ..shell._node import DStateNode
+from ..shell._shard import Shard, Subscription
 
 __all__ = ["Controller", "Emitter", "generation_json", "serve_lines", "view_json"]
 
-_log = logging.getLogger("dstate.thespian.control")
+_log = logging.getLogger("dstate.node.control")
 
 #: How long ``wait`` waits unless told, and its polling period.
 WAIT_TIMEOUT = 10.0
