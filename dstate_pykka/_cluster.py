@@ -48,6 +48,7 @@ class PykkaCluster(LocalClusterBase):
             failure_timeout=failure_timeout,
         )
         self.network = PykkaNetwork(failure_timeout=failure_timeout)
+        self.faults = self.network.faults
         try:
             self._start()
         except BaseException:

@@ -14,8 +14,6 @@ environment of the process to change it.
 from __future__ import annotations
 
 import argparse
-import ipaddress
-import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,12 +24,14 @@ from dstate_core.process import (
     OneLineParser,
     add_node_options,
     check_seconds,
+    is_local_address,
+    normalize_address,
     parse_node_options,
+    route_to,
     run_node_command,
 )
 
 from ._process import ThespianNodeOptions, ThespianNodeProcess
-from ._system import normalize_address
 
 __all__ = ["build_parser", "main", "parse_thespian_options"]
 
@@ -90,34 +90,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _is_local(host: str) -> bool:
-    """True if ``host`` names an address of this machine (we can bind it)."""
-    try:
-        infos = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)
-    except OSError:
-        return False
-    for info in infos:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((str(info[4][0]), 0))
-            except OSError:
-                continue
-            return True
-    return False
-
-
-def _route_to(host: str, port: int) -> str:
-    """The local address that traffic to ``host`` leaves from (127.0.0.1 if unknown)."""
-    try:
-        if ipaddress.ip_address(socket.gethostbyname(host)).is_loopback:
-            return "127.0.0.1"
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.connect((host, port))  # UDP: no packet is sent
-            return str(sock.getsockname()[0])
-    except (OSError, ValueError):
-        return "127.0.0.1"
-
-
 def parse_thespian_options(args: argparse.Namespace) -> ThespianNodeOptions:
     """Check the Thespian-specific ``node`` arguments; nothing is started.
 
@@ -135,14 +107,14 @@ def parse_thespian_options(args: argparse.Namespace) -> ThespianNodeOptions:
         except ValueError:
             raise CliError(f"--convention must be HOST:PORT, got {args.convention!r}") from None
         conv_host, _, conv_port = convention.rpartition(":")
-        leader = int(conv_port) == args.admin_port and _is_local(conv_host)
+        leader = int(conv_port) == args.admin_port and is_local_address(conv_host)
     if args.host is not None:
         host = args.host
     elif convention is None:
         host = "127.0.0.1"
     else:
         conv_host, _, conv_port = convention.rpartition(":")
-        host = conv_host if leader else _route_to(conv_host, int(conv_port))
+        host = conv_host if leader else route_to(conv_host, int(conv_port))
     return ThespianNodeOptions(
         admin_port=args.admin_port,
         convention=convention,

@@ -18,13 +18,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from dstate_core import ChangeFeedConfig, Clock, SystemClock
+from dstate_core.process import free_port
 from dstate_core.runtime import ActorRuntime, FaultModel
 from dstate_core.testing import LocalClusterBase
 from dstate_core.wire import DEFAULT_MAX_MESSAGE_BYTES
 
 from ._runtime import SYSTEM_BASES, ThespianRuntime
 from ._simple import InProcessConvention
-from ._system import free_port
 from ._thespian import failure_detection_bound
 
 __all__ = ["ThespianCluster", "local_cluster"]
@@ -160,22 +160,6 @@ class ThespianCluster(LocalClusterBase):
     def bytes_sent(self) -> int:
         """Bytes of :attr:`messages_sent`."""
         return sum(rt.bytes_sent for rt in self._every_runtime)
-
-    # -- faults -------------------------------------------------------------------------
-
-    def partition(self, *groups: Iterable[str]) -> None:
-        """Drop dstate traffic between ``groups`` (unlisted nodes form one more group).
-
-        Membership and group tables still flow, as on :class:`PykkaNetwork`.
-
-        Raises:
-            ValueError: a node id is listed in two groups.
-        """
-        self.faults.partition(*groups)
-
-    def heal(self) -> None:
-        """Remove the partition."""
-        self.faults.heal()
 
     # -- lifecycle ----------------------------------------------------------------------
 

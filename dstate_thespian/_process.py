@@ -18,12 +18,8 @@ its own multiprocTCPBase actor system:
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import tempfile
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -32,30 +28,20 @@ from dstate_core.process import (
     CliError,
     NodeOptions,
     NodeProcess,
-    cmdline,
-    kill_pids,
-    listener_pids,
-    pid_alive,
-    port_bindable,
-    port_open,
+    RunRecord,
+    check_run_dir,
+    claim_port,
+    default_run_dir,
+    wait_reachable,
 )
 from dstate_core.process import start_time as _start_time
 
 from ._runtime import ThespianRuntime
 from ._thespian import failure_detection_bound
 
-__all__ = [
-    "RunRecord",
-    "ThespianNodeOptions",
-    "ThespianNodeProcess",
-    "claim_admin_port",
-    "default_run_dir",
-]
+__all__ = ["ThespianNodeOptions", "ThespianNodeProcess"]
 
 _log = logging.getLogger("dstate.thespian.node")
-
-#: How long claiming a port waits for a killed stale system to free it.
-_FREE_WAIT = 5.0
 
 
 @dataclass(frozen=True)
@@ -68,130 +54,6 @@ class ThespianNodeOptions:
     host: str
     join_timeout: float = 10.0
     run_dir: Path | None = None
-
-
-# -- run records ------------------------------------------------------------------------
-
-
-def default_run_dir() -> Path:
-    """Where run records live: ``$XDG_RUNTIME_DIR/dstate-thespian`` or a per-user temp dir."""
-    base = os.environ.get("XDG_RUNTIME_DIR")
-    if base:
-        return Path(base) / "dstate-thespian"
-    return Path(tempfile.gettempdir()) / f"dstate-thespian-{os.getuid()}"
-
-
-def _check_run_dir(run_dir: Path) -> Path:
-    try:
-        run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        info = run_dir.stat()
-    except OSError as exc:
-        raise CliError(f"cannot use run dir {str(run_dir)!r}: {exc.strerror or exc}") from None
-    if info.st_uid != os.getuid():
-        raise CliError(f"run dir {str(run_dir)!r} belongs to another user: pass --run-dir")
-    return run_dir
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """What a running node leaves in the run dir: its pid and its actor system's pids.
-
-    Attributes:
-        node: the node id.
-        pid: the node process.
-        started: its start time (``/proc`` ticks; 0 if unknown).
-        system: the actor system's processes, ``pid: start time``.
-    """
-
-    node: str
-    pid: int
-    started: int
-    system: dict[int, int]
-
-    @staticmethod
-    def path(run_dir: Path, admin_port: int) -> Path:
-        """The record file of the node on ``admin_port``."""
-        return run_dir / f"admin-{admin_port}.json"
-
-    @classmethod
-    def read(cls, path: Path) -> RunRecord | None:
-        """The record at ``path``, or None if missing or unreadable."""
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-            return cls(
-                str(raw["node"]),
-                int(raw["pid"]),
-                int(raw["started"]),
-                {int(pid): int(started) for pid, started in raw["system"].items()},
-            )
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return None
-
-    def write(self, path: Path) -> None:
-        """Write atomically (a temp file renamed over ``path``)."""
-        data = {
-            "node": self.node,
-            "pid": self.pid,
-            "started": self.started,
-            "system": {str(pid): started for pid, started in self.system.items()},
-        }
-        temp = path.with_name(f".{path.name}.{os.getpid()}")
-        temp.write_text(json.dumps(data), encoding="utf-8")
-        os.replace(temp, path)
-
-    def owner_alive(self) -> bool:
-        """True while the node process that wrote this record runs."""
-        return pid_alive(self.pid, self.started)
-
-
-def claim_admin_port(admin_port: int, run_dir: Path) -> str | None:
-    """Make sure ``admin_port`` is free, killing a stale actor system a dead node left there.
-
-    Returns:
-        A note saying what was cleaned up, or None if the port was free.
-
-    Raises:
-        CliError: the port is held by a live node or by something that is not ours.
-    """
-    if port_bindable(admin_port):
-        return None
-    path = RunRecord.path(run_dir, admin_port)
-    record = RunRecord.read(path)
-    if record is not None and record.owner_alive():
-        raise CliError(
-            f"admin port {admin_port} is in use by dstate node {record.node!r} "
-            f"(pid {record.pid}): stop it first or pick another --admin-port"
-        )
-    if record is not None:
-        with contextlib.suppress(OSError):
-            path.unlink()  # its node is gone: the record is stale either way
-        stale = {pid: started for pid, started in record.system.items() if pid_alive(pid, started)}
-        if stale:
-            kill_pids(stale)
-            deadline = time.monotonic() + _FREE_WAIT
-            while not port_bindable(admin_port) and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if port_bindable(admin_port):
-                return (
-                    f"stopped the stale actor system of node {record.node!r} on admin port "
-                    f"{admin_port} (its node process {record.pid} is gone)"
-                )
-    holders = listener_pids(admin_port)
-    who = f" by pid {holders[0]} ({cmdline(holders[0])[:60]})" if holders else ""
-    raise CliError(f"admin port {admin_port} is in use{who}: pick another --admin-port")
-
-
-def _wait_reachable(address: str, timeout: float, stop: threading.Event) -> bool:
-    """True once ``address`` accepts connections (or ``stop`` is set); False after ``timeout``."""
-    host, _, port = address.rpartition(":")
-    deadline = time.monotonic() + timeout
-    while not stop.is_set():
-        if port_open(int(port), host, timeout=0.5):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        stop.wait(0.1)
-    return True
 
 
 # -- the process --------------------------------------------------------------------------
@@ -211,17 +73,19 @@ class ThespianNodeProcess(NodeProcess):
     def __init__(self, options: NodeOptions, thespian: ThespianNodeOptions, out: TextIO) -> None:
         super().__init__(options, out)
         self.thespian = thespian
-        self._run_dir = _check_run_dir(thespian.run_dir or default_run_dir())
+        self._run_dir = check_run_dir(thespian.run_dir or default_run_dir("dstate-thespian"))
         self._record_path = RunRecord.path(self._run_dir, thespian.admin_port)
 
     def prepare(self) -> None:
         """Claim the admin port; a member waits until its leader is reachable."""
         opts = self.thespian
-        note = claim_admin_port(opts.admin_port, self._run_dir)
+        note = claim_port(
+            opts.admin_port, self._run_dir, "admin port", "--admin-port", "actor system"
+        )
         if note:
             _log.warning("%s", note)
         member = not opts.leader and opts.convention is not None
-        if member and not _wait_reachable(
+        if member and not wait_reachable(
             str(opts.convention), opts.join_timeout, self.stop_requested
         ):
             raise CliError(

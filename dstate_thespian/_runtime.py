@@ -20,39 +20,26 @@ import contextlib
 import logging
 import os
 import threading
-import time
-import uuid
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from dstate_core.process import start_time
+from dstate_core.process import free_port, normalize_address, start_time
 from dstate_core.runtime import (
-    ALL_PEERS,
-    ActorRef,
-    ActorSendError,
-    ClusterEventsView,
     FaultModel,
-    LocalGroups,
     NodeShutdownError,
     Parcel,
+    ParcelRuntime,
     RemoteActorRef,
-    RemoteTraffic,
-    RuntimeBase,
-    SchedulerTimers,
-    ThreadedActor,
-    ThreadedActorHost,
     ThreadedActorRef,
-    TimerScheduler,
 )
 
 from ._link import Link, SimpleLink, TcpLink
 from ._protocol import Attach, Attached, Batch, View
 from ._simple import InProcessConvention
-from ._system import TcpSystem, free_port, normalize_address
+from ._system import TcpSystem
 from ._thespian import address_port
 
 if TYPE_CHECKING:
-    from dstate_core.runtime import ActorRuntime, ClusterEvents
+    from dstate_core.runtime import ActorRuntime
 
 __all__ = ["SYSTEM_BASES", "ThespianActorRef", "ThespianRuntime"]
 
@@ -68,11 +55,9 @@ ThespianActorRef = ThreadedActorRef | RemoteActorRef
 _STOP_WAIT = 1.0
 #: How long the constructor waits for its gateway to answer.
 _ATTACH_TIMEOUT = 30.0
-#: How often :meth:`ThespianRuntime.join_cluster` checks for ``cancel`` or a shutdown.
-_CANCEL_POLL = 0.05
 
 
-class ThespianRuntime(RuntimeBase, SchedulerTimers):
+class ThespianRuntime(ParcelRuntime):
     """One node's actor runtime on Thespian, joined to a cluster.
 
     Args:
@@ -97,6 +82,9 @@ class ThespianRuntime(RuntimeBase, SchedulerTimers):
         ValueError: bad ``node_id`` or options, or the admin port is in use.
         RuntimeError: the gateway actor did not start.
 
+    Its actors, timers, groups and cross-node traffic are the runtime kit's
+    :class:`~dstate_core.runtime.ParcelRuntime`; Thespian carries the parcels.
+
     Concurrency: every method is thread-safe. Handlers run one message at a
     time on their actor's thread, timers on one scheduler thread, inbound
     traffic and cluster events on one receiver thread. ``shutdown()`` is
@@ -118,7 +106,7 @@ class ThespianRuntime(RuntimeBase, SchedulerTimers):
         join: bool = True,
         faults: FaultModel | None = None,
     ) -> None:
-        super().__init__(node_id, reserved=(ALL_PEERS,))
+        super().__init__(node_id, _log, faults)
         if system_base not in SYSTEM_BASES:
             raise ValueError(f"system_base must be one of {SYSTEM_BASES}, got {system_base!r}")
         tcp = system_base == "multiprocTCPBase"
@@ -127,13 +115,6 @@ class ThespianRuntime(RuntimeBase, SchedulerTimers):
         if not tcp and (admin_port, convention_address, host) != (None, None, None):
             raise ValueError("admin_port, convention_address and host need multiprocTCPBase")
         self._base = system_base
-        self._inc = uuid.uuid4().hex
-        self._lock = threading.RLock()
-        self._actors = ThreadedActorHost(node_id, _log)
-        self._scheduler = TimerScheduler(node_id)
-        self._groups: LocalGroups[ThreadedActor] = LocalGroups()
-        self._remote = RemoteTraffic(node_id, self._inc, self._post, self, faults)
-        self._events = ClusterEventsView(self._remote.directory, self._check_open)
         self._attached = threading.Event()
         self._system: TcpSystem | None = None
         self._convention: InProcessConvention | None = None
@@ -207,7 +188,7 @@ class ThespianRuntime(RuntimeBase, SchedulerTimers):
                 return  # the leader has nobody to wait for
         elif self._convention is not None:
             expect = self._convention.join(self._node_id, self._inc, self._gateway)
-        if wait > 0 and self._join_timed_out(wait, expect, cancel):
+        if wait > 0 and not self._wait_joined(wait, expect, cancel):
             where = "" if self._system is None else f" at {self._system.convention_address}"
             _log.warning(
                 "node %r: not yet admitted by the cluster%s within %g s; it keeps trying",
@@ -216,25 +197,7 @@ class ThespianRuntime(RuntimeBase, SchedulerTimers):
                 wait,
             )
 
-    def _join_timed_out(
-        self, timeout: float, expect: list[str], cancel: threading.Event | None
-    ) -> bool:
-        """Wait as :meth:`join_cluster` does; True if ``timeout`` passed first."""
-        deadline = time.monotonic() + timeout
-        while not (self._closed or (cancel is not None and cancel.is_set())):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return True
-            if self._remote.directory.wait_settled(min(left, _CANCEL_POLL), expect):
-                return False
-        return False
-
     # -- identity and inspection ---------------------------------------------------
-
-    @property
-    def incarnation(self) -> str:
-        """A random id of this runtime instance (a restarted node has a new one)."""
-        return self._inc
 
     @property
     def system_base(self) -> str:
@@ -260,132 +223,6 @@ class ThespianRuntime(RuntimeBase, SchedulerTimers):
         """multiprocTCPBase: those of :attr:`pids` still running."""
         return [] if self._system is None else self._system.alive_pids()
 
-    @property
-    def peers(self) -> list[str]:
-        """The joined peers (reachable, with their group tables known), sorted."""
-        return sorted(self._remote.directory.joined())
-
-    @property
-    def messages_sent(self) -> int:
-        """Cross-node messages sent (one per destination actor: a broadcast to 2 peers is 2)."""
-        return self._remote.messages_sent
-
-    @property
-    def bytes_sent(self) -> int:
-        """Payload bytes of :attr:`messages_sent`."""
-        return self._remote.bytes_sent
-
-    @property
-    def messages_dropped(self) -> int:
-        """Inbound messages dropped: from a non-member, unknown actor, a partition, or malformed."""
-        return self._remote.drops.total()
-
-    @property
-    def drops(self) -> dict[str, int]:
-        """:attr:`messages_dropped` by reason (``"not a member"``, ``"no such actor here"``...)."""
-        return self._remote.drops.counts()
-
-    def actor_names(self) -> list[str]:
-        """Names of this runtime's running actors."""
-        return self._actors.names()
-
-    # -- actors -----------------------------------------------------------------------
-
-    def remote_ref(self, node_id: str, name: str) -> RemoteActorRef:
-        """A ref to the actor called ``name`` on node ``node_id`` (it may not exist)."""
-        return RemoteActorRef(self._remote, node_id, name)
-
-    def _spawn(self, name: str, handler: Any) -> ThreadedActorRef:
-        """A thread actor in this process (see :meth:`RuntimeBase.spawn`)."""
-        try:
-            actor = self._actors.spawn(name, handler)
-        except ActorSendError:
-            raise NodeShutdownError(f"runtime {self._node_id!r} is shut down") from None
-        return ThreadedActorRef(actor, self)
-
-    def stop_actor(self, actor: ThreadedActor) -> None:
-        """Stop one of this runtime's actors and take it out of its groups; idempotent."""
-        changed = self._groups.forget(actor)
-        self._actors.stop(actor)
-        if changed:
-            self._remote.publish_groups()
-
-    # -- what remote traffic reaches --------------------------------------------------
-
-    def local_actor(self, name: str) -> ThreadedActor | None:
-        """The running actor called ``name``, if any."""
-        return self._actors.get(name)
-
-    def local_members(self, group: str) -> list[ThreadedActor]:
-        """This node's members of ``group``."""
-        return self._groups.members(group)
-
-    def group_table(self) -> dict[str, list[str]]:
-        """Every group with the names of this node's members."""
-        return self._groups.table()
-
-    # -- timers -------------------------------------------------------------------------
-
-    def _timer_target(
-        self, ref: ActorRef, msg: Any
-    ) -> tuple[Callable[[], bool], Callable[[], None]]:
-        target = _thespian_ref(ref)
-        target.check_message(msg)
-        # A remote target's liveness is unknown here: its node drops what it cannot deliver.
-        return (lambda: not target.is_local or target.alive), (lambda: target.send(msg))
-
-    # -- groups -----------------------------------------------------------------------
-
-    def join_group(self, name: str, ref: ActorRef) -> None:
-        """Add a local actor to the cluster-wide group ``name`` (joining twice is a no-op).
-
-        Raises:
-            ValueError: ``ref`` is not an actor of this runtime.
-            ActorSendError: the actor is stopped.
-            NodeShutdownError: the runtime was shut down.
-        """
-        actor = self._local_actor(ref)
-        with self._lock:
-            self._check_open(f"join group {name!r}")
-            if not actor.alive:
-                raise ActorSendError(f"{actor.describe()} is stopped; it cannot join {name!r}")
-            if not self._groups.join(name, actor):
-                return
-        self._remote.publish_groups()
-
-    def leave_group(self, name: str, ref: ActorRef) -> None:
-        """Remove a local actor from group ``name``; idempotent (also after shutdown).
-
-        Raises:
-            ValueError: ``ref`` is not an actor of this runtime.
-        """
-        if self._groups.leave(name, self._local_actor(ref)) and not self._closed:
-            self._remote.publish_groups()
-
-    def _broadcast(self, name: str, msg: bytes) -> None:
-        """Cast ``msg`` to the group's members on every peer (lost silently if unreachable)."""
-        self._remote.cast(name, msg)
-
-    def group_members(self, name: str) -> list[ActorRef]:
-        """Every member of ``name`` on this node and on every joined peer, by (node_id, name).
-
-        Raises:
-            NodeShutdownError: the runtime was shut down.
-        """
-        self._check_open(f"list group {name!r}")
-        refs: list[ThespianActorRef] = [
-            ThreadedActorRef(actor, self) for actor in self._groups.members(name)
-        ]
-        refs += self._remote.members(name)
-        return sorted(refs, key=lambda ref: (ref.node_id, ref.name))
-
-    # -- membership -------------------------------------------------------------------
-
-    @property
-    def cluster_events(self) -> ClusterEvents:
-        """Membership notifications for this node (``NodeJoined`` / ``NodeLeft``)."""
-        return self._events
-
     # -- cross-node traffic -----------------------------------------------------------
 
     def _post(self, parcel: Parcel) -> None:
@@ -394,13 +231,13 @@ class ThespianRuntime(RuntimeBase, SchedulerTimers):
     def _on_message(self, msg: Any) -> None:
         """One message from the gateway (on the receiver thread)."""
         if isinstance(msg, Parcel):
-            self._remote.on_parcel(msg)
+            self.remote.on_parcel(msg)
         elif isinstance(msg, Batch):
             for parcel in msg.parcels:
                 if isinstance(parcel, Parcel):
-                    self._remote.on_parcel(parcel)
+                    self.remote.on_parcel(parcel)
         elif isinstance(msg, View):
-            self._remote.on_view(msg.peers, msg.complete)
+            self.remote.on_view(msg.peers, msg.complete)
         elif isinstance(msg, Attached):
             if self._system is not None:
                 self._system.record(msg.admin_pid, msg.pid)
@@ -426,32 +263,14 @@ class ThespianRuntime(RuntimeBase, SchedulerTimers):
 
     def _halt(self) -> bool:
         """Stop actors, timers and the link; False if already halted."""
-        with self._lock:
-            if not self._mark_closed():
-                return False
-            self._groups.clear()
-        self._scheduler.close()
-        for actor in self._actors.close(_STOP_WAIT):
-            _log.warning("%s did not stop in time; leaving its thread behind", actor.describe())
+        if not self._halt_actors(_STOP_WAIT):
+            return False
         self._link.close(_STOP_WAIT)
-        self._remote.close()
         return True
-
-    def _local_actor(self, ref: ActorRef) -> ThreadedActor:
-        target = _thespian_ref(ref)
-        if not isinstance(target, ThreadedActorRef) or target.owner is not self:
-            raise ValueError(f"{ref!r} is not an actor of runtime {self._node_id!r}")
-        return target.actor
 
     def __repr__(self) -> str:
         state = "shut down" if self._closed else "running"
         return f"<ThespianRuntime {self._node_id!r} on {self._base} {state}>"
-
-
-def _thespian_ref(ref: ActorRef) -> ThespianActorRef:
-    if not isinstance(ref, ThreadedActorRef | RemoteActorRef):
-        raise TypeError(f"expected a ref from a ThespianRuntime, got {type(ref).__name__}")
-    return ref
 
 
 if TYPE_CHECKING:

@@ -10,16 +10,14 @@ with the same ``ActorSystemConventionUpdate`` messages a real convention sends.
 from __future__ import annotations
 
 import contextlib
-import heapq
-import itertools
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from dstate_core.model import NodeShutdownError
+from dstate_core.runtime import TimerScheduler
 
 from ._protocol import CAP_GATEWAY, CAP_INCARNATION, CAP_NODE
 from ._thespian import GatewayActor, convention_update, exit_request, named_address, start_system
@@ -68,8 +66,7 @@ class InProcessConvention:
         self._lock = threading.Lock()
         self._members: dict[str, _Member] = {}
         self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._later: list[tuple[float, int, Callable[[], None]]] = []
-        self._seq = itertools.count()
+        self._timers = TimerScheduler("in-process-convention")
         self._kick = threading.Event()
         self._closed = False
         self._pump = threading.Thread(target=self._run, name="dstate-thespian-pump", daemon=True)
@@ -172,11 +169,16 @@ class InProcessConvention:
 
         self.call(stop)
         if delay > 0:
-            with self._lock:
-                heapq.heappush(self._later, (time.monotonic() + delay, next(self._seq), announce))
-            self.kick()
+            self._timers.schedule(delay, None, lambda: self._queue(announce))
         else:
             self.call(announce)
+
+    def _queue(self, task: Callable[[], None]) -> None:
+        """Run ``task`` on the pump thread soon (never blocks)."""
+        with self._lock:
+            if not self._closed:
+                self._calls.put(task)
+        self.kick()
 
     def crash(self, node: str, inc: str) -> None:
         """Stop the node's gateway now; the others hear it left after ``failure_timeout``."""
@@ -188,7 +190,7 @@ class InProcessConvention:
             if self._closed:
                 return
             self._closed = True
-            self._later.clear()
+        self._timers.close()
         self.kick()
         if self._pump is not threading.current_thread():
             self._pump.join(2.0)
@@ -207,10 +209,8 @@ class InProcessConvention:
 
     def _run(self) -> None:
         while True:
-            self._kick.wait(self._next_wait())
+            self._kick.wait(_IDLE_SECONDS)
             self._kick.clear()
-            for task in self._due():
-                task()
             while True:
                 try:
                     call = self._calls.get_nowait()
@@ -229,17 +229,3 @@ class InProcessConvention:
                 self._calls.get_nowait()()
             except queue.Empty:
                 return
-
-    def _next_wait(self) -> float:
-        with self._lock:
-            if not self._later:
-                return _IDLE_SECONDS
-            return max(0.0, min(_IDLE_SECONDS, self._later[0][0] - time.monotonic()))
-
-    def _due(self) -> list[Callable[[], None]]:
-        now = time.monotonic()
-        due = []
-        with self._lock:
-            while self._later and self._later[0][0] <= now:
-                due.append(heapq.heappop(self._later)[2])
-        return due

@@ -18,8 +18,7 @@ import signal
 import time
 from typing import Any
 
-from dstate_core.process import children as _children
-from dstate_core.process import free_port, pid_alive, port_open
+from dstate_core.process import children, descendants, pid_alive, port_open
 from dstate_core.process import stat as _stat
 
 from ._protocol import CAP_GATEWAY, CAP_INCARNATION, CAP_NODE
@@ -27,10 +26,6 @@ from ._thespian import CONVENTION_ADDRESS, GatewayActor, start_system
 
 __all__ = [
     "TcpSystem",
-    "free_port",
-    "normalize_address",
-    "pid_alive",
-    "port_open",
     "stop_system",
 ]
 
@@ -38,24 +33,6 @@ _log = logging.getLogger("dstate.thespian")
 
 #: How long :meth:`TcpSystem.shutdown` waits for the processes to exit before killing them.
 EXIT_WAIT = 3.0
-
-
-def normalize_address(address: str | tuple[str, int]) -> str:
-    """``"host:port"`` from either form.
-
-    Raises:
-        ValueError: not a host and a port in 1..65535.
-    """
-    if isinstance(address, tuple) and len(address) == 2:
-        host, port = address
-    elif isinstance(address, str) and address.count(":") == 1:
-        host, _, text = address.partition(":")
-        port = int(text) if text.isdigit() else -1
-    else:
-        raise ValueError(f"a convention address is 'host:port' or (host, port), got {address!r}")
-    if not isinstance(host, str) or not host or not isinstance(port, int) or not 0 < port < 65536:
-        raise ValueError(f"a convention address is 'host:port' or (host, port), got {address!r}")
-    return f"{host}:{port}"
 
 
 def stop_system(admin_port: int) -> None:
@@ -115,7 +92,7 @@ class TcpSystem:
 
     def record(self, admin_pid: int, gateway_pid: int) -> None:
         """Note the admin's and gateway's pids (from the gateway) and the admin's children."""
-        for pid in {admin_pid, gateway_pid, *_children(admin_pid)}:
+        for pid in {admin_pid, gateway_pid, *children(admin_pid)}:
             stat = _stat(pid)
             if stat is not None:
                 self._pids[pid] = stat[2]
@@ -149,7 +126,8 @@ class TcpSystem:
 
     def kill(self) -> None:
         """``kill -9`` every recorded process (a crash: no goodbye to the convention)."""
-        for pid in self._descendants():
+        alive = [pid for pid, started in self._pids.items() if pid_alive(pid, started)]
+        for pid in descendants(alive):
             stat = _stat(pid)
             if stat is not None:
                 self._pids.setdefault(pid, stat[2])
@@ -160,13 +138,3 @@ class TcpSystem:
         base: Any = getattr(self.system, "_systemBase", None)
         with contextlib.suppress(Exception):
             base.transport.close()  # our own endpoint of the dead system (shutdown would wait)
-
-    def _descendants(self) -> list[int]:
-        found: list[int] = []
-        todo = [pid for pid, started in self._pids.items() if pid_alive(pid, started)]
-        while todo:
-            pid = todo.pop()
-            kids = [k for k in _children(pid) if k not in found]
-            found += kids
-            todo += kids
-        return found

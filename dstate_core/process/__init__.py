@@ -9,6 +9,7 @@ JSON-lines control channel on stdin/stdout (:class:`Controller`), and
 stops (``docs/thespian.md``).
 """
 
+from ._addresses import is_local_address, normalize_address, route_to, wait_reachable
 from ._control import Controller, Emitter, generation_json, serve_lines, view_json
 from ._handle import READY_TIMEOUT, NodeHandle, NodeHandleError
 from ._node_process import NodeProcess, run_node_command, state_file_name
@@ -28,6 +29,7 @@ from ._options import (
 from ._procs import (
     children,
     cmdline,
+    descendants,
     free_port,
     kill_pids,
     listener_pids,
@@ -37,6 +39,7 @@ from ._procs import (
     start_time,
     stat,
 )
+from ._run_records import RunRecord, check_run_dir, claim_port, default_run_dir
 
 __all__ = [
     "READY_TIMEOUT",
@@ -49,26 +52,35 @@ __all__ = [
     "NodeOptions",
     "NodeProcess",
     "OneLineParser",
+    "RunRecord",
     "StateSpec",
     "add_node_options",
     "check_data_dir",
+    "check_run_dir",
     "check_seconds",
     "children",
+    "claim_port",
     "cmdline",
+    "default_run_dir",
+    "descendants",
     "free_port",
     "generation_json",
+    "is_local_address",
     "kill_pids",
     "listener_pids",
+    "normalize_address",
     "parse_node_options",
     "parse_state",
     "pid_alive",
     "port_bindable",
     "port_open",
     "read_secret",
+    "route_to",
     "run_node_command",
     "serve_lines",
     "start_time",
     "stat",
     "state_file_name",
     "view_json",
+    "wait_reachable",
 ]

@@ -17,6 +17,7 @@ import time
 __all__ = [
     "children",
     "cmdline",
+    "descendants",
     "free_port",
     "kill_pids",
     "listener_pids",
@@ -102,6 +103,18 @@ def children(pid: int) -> list[int]:
                 info = stat(int(entry))
                 if info is not None and info[1] == pid:
                     found.append(int(entry))
+    return found
+
+
+def descendants(pids: list[int]) -> list[int]:
+    """Every process below ``pids`` (children, their children...), without ``pids``."""
+    found: list[int] = []
+    todo = list(pids)
+    while todo:
+        pid = todo.pop()
+        kids = [k for k in children(pid) if k not in found]
+        found += kids
+        todo += kids
     return found
 
 

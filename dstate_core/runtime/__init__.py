@@ -11,8 +11,9 @@ writing them again:
   one thread and one FIFO mailbox per actor;
 * :class:`LocalGroups`, :class:`Subscribers`, :class:`ClusterEventsView`: the
   node's own group members and its cluster-event subscribers;
-* :class:`RemoteTraffic`, :class:`Directory`, :class:`Parcel`: the cross-node
-  side of a runtime whose nodes live in separate processes, on any transport;
+* :class:`ParcelRuntime`, with :class:`RemoteTraffic`, :class:`Directory` and
+  :class:`Parcel`: a runtime whose nodes live in separate processes, whatever
+  transport carries their parcels;
 * :class:`FaultModel`: partitions, link faults and the failure-detection delay
   that the test clusters drive.
 
@@ -28,6 +29,7 @@ from ._directory import Directory
 from ._events import ClusterEventSource, ClusterEventsView, EventCallback, Subscribers
 from ._faults import FaultModel, non_negative_seconds
 from ._groups import LocalGroups
+from ._parcel_runtime import ParcelRuntime
 from ._parcels import ALL_PEERS, WANT_GROUPS, Kind, Parcel, decode_groups, encode_groups
 from ._protocol import (
     ActorAskTimeout,
@@ -80,6 +82,7 @@ __all__ = [
     "NodeLeft",
     "NodeShutdownError",
     "Parcel",
+    "ParcelRuntime",
     "PendingReply",
     "RateLimitedLog",
     "RemoteActorRef",

@@ -48,6 +48,7 @@ class DeterministicCluster(LocalClusterBase):
         )
         self.clock: TestClock = test_clock
         self.network = SimNetwork(test_clock, seed=seed, failure_timeout=failure_timeout)
+        self.faults = self.network.faults
         self._start()
 
     def _new_runtime(self, node_id: str) -> ActorRuntime:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from ..model._clock import Clock
 from ..model._config import ChangeFeedConfig
 from ..model._generation import IncarnationSource
+from ..runtime._faults import FaultModel
 from ..runtime._protocol import ActorRef, ActorRuntime
 from ..shell._node import INBOX_GROUP, DStateNode
 from ..wire._codec import DEFAULT_MAX_MESSAGE_BYTES
@@ -35,14 +36,6 @@ class ClusterNetwork(Protocol):
     @property
     def bytes_sent(self) -> int:
         """Bytes of cross-node messages sent (per destination)."""
-        ...
-
-    def partition(self, *groups: Iterable[str]) -> None:
-        """Cut the network between ``groups``."""
-        ...
-
-    def heal(self) -> None:
-        """Remove the partition."""
         ...
 
 
@@ -96,6 +89,8 @@ class LocalClusterBase:
 
     #: The adapter's network (set by the subclass before ``_start``).
     network: ClusterNetwork
+    #: The partitions (and link faults, where the network simulates them) of the cluster.
+    faults: FaultModel
 
     # -- what an adapter provides ---------------------------------------------------
 
@@ -117,12 +112,20 @@ class LocalClusterBase:
     # -- the cluster interface ------------------------------------------------------
 
     def partition(self, *groups: Iterable[str]) -> None:
-        """Cut the network between ``groups`` (unlisted nodes form one more group)."""
-        self.network.partition(*groups)
+        """Cut the network between ``groups`` (unlisted nodes form one more group).
+
+        Messages between groups are lost; membership and cluster events are not
+        affected. A bare node id counts as a group of one; a new partition
+        replaces the old one.
+
+        Raises:
+            ValueError: a node is listed in two groups.
+        """
+        self.faults.partition(*groups)
 
     def heal(self) -> None:
         """Remove the partition."""
-        self.network.heal()
+        self.faults.heal()
 
     def inject(self, src: str, dst: str, data: bytes) -> None:
         """Deliver raw ``data`` to ``dst``'s dstate inbox as if ``src`` sent it."""

@@ -6,9 +6,9 @@ import os
 import time
 from collections.abc import Callable, Sequence
 
+from dstate_core.process import port_open
 from dstate_core.runtime._protocol import ActorRuntime
 from dstate_thespian import InProcessConvention, ThespianRuntime
-from dstate_thespian._system import port_open
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:

@@ -13,10 +13,23 @@ from typing import Any
 
 import pytest
 
-from dstate_core.process import CliError, free_port, parse_node_options, parse_state, start_time
+from dstate_core.process import (
+    CliError,
+    RunRecord,
+    claim_port,
+    default_run_dir,
+    free_port,
+    parse_node_options,
+    parse_state,
+    start_time,
+)
 from dstate_core.testing import TestDeltaState, TestState
 from dstate_thespian._cli import build_parser, main, parse_thespian_options
-from dstate_thespian._process import RunRecord, claim_admin_port, default_run_dir
+
+
+def claim_admin_port(port: int, run_dir: Path) -> str | None:
+    """What the Thespian node does with its admin port at start-up."""
+    return claim_port(port, run_dir, "admin port", "--admin-port", "actor system")
 
 
 def parse_options(namespace: argparse.Namespace) -> SimpleNamespace:
@@ -174,6 +187,6 @@ class TestRunRecordsAndPorts:
 
     def test_the_default_run_dir(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-        assert default_run_dir() == tmp_path / "dstate-thespian"
+        assert default_run_dir("dstate-thespian") == tmp_path / "dstate-thespian"
         monkeypatch.delenv("XDG_RUNTIME_DIR")
-        assert default_run_dir().name == f"dstate-thespian-{os.getuid()}"
+        assert default_run_dir("dstate-thespian").name == f"dstate-thespian-{os.getuid()}"

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from dstate_core import ChangeFeedConfig, StalePeerError, StateConfig, StateViewObject
+from dstate_core.process import port_open
 from dstate_core.runtime._protocol import ClusterEvent, NodeLeft
 from dstate_core.testing import TestState
 from dstate_thespian import ThespianCluster, ThespianRuntime, local_cluster
-from dstate_thespian._system import port_open
 from dstate_thespian._thespian import failure_detection_bound
 from tests.threads import no_thread_outlives
 

@@ -23,11 +23,10 @@ from typing import Any
 import pytest
 
 from dstate_core import DStateNode
-from dstate_core.process import free_port, listener_pids, pid_alive, port_open, stat
+from dstate_core.process import RunRecord, free_port, listener_pids, pid_alive, port_open, stat
 from dstate_core.runtime import Kind, Parcel
 from dstate_core.testing import TestState
 from dstate_thespian import NodeHandle, NodeHandleError, ThespianRuntime
-from dstate_thespian._process import RunRecord
 from dstate_thespian._thespian import start_system, tcp_address
 
 from .nodeproc import REPO, generations, orphans, settle, values, wait_until

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from dstate_core.model._errors import ActorSendError, NodeShutdownError
+from dstate_core.process import free_port, normalize_address, port_open
 from dstate_core.runtime import (
     WANT_GROUPS,
     FaultModel,
@@ -28,7 +29,6 @@ from dstate_thespian import (
     stop_system,
 )
 from dstate_thespian._protocol import View
-from dstate_thespian._system import free_port, normalize_address, port_open
 from dstate_thespian._thespian import start_system
 
 from .harness import wait_until
@@ -180,10 +180,10 @@ class TestRefsAndGroups:
         a._post(Parcel("a", a.incarnation, "b", Kind.GROUPS, "", b"\xc1"))
         a._post(Parcel("a", a.incarnation, "b", "no-such-kind", "m", b"x"))
         assert wait_until(lambda: b.messages_dropped == dropped + 3, DEADLINE)
-        b._remote.on_parcel(Parcel("zzz", "1", "b", Kind.REPLY, "", b"", "unknown-ask"))
+        b.remote.on_parcel(Parcel("zzz", "1", "b", Kind.REPLY, "", b"", "unknown-ask"))
         # From a node outside the cluster, or an old incarnation of a member: dropped, counted.
-        b._remote.on_parcel(Parcel("zzz", "1", "b", Kind.SEND, "m", b"x"))
-        b._remote.on_parcel(Parcel("a", "old-incarnation", "b", Kind.CAST, "g", b"x"))
+        b.remote.on_parcel(Parcel("zzz", "1", "b", Kind.SEND, "m", b"x"))
+        b.remote.on_parcel(Parcel("a", "old-incarnation", "b", Kind.CAST, "g", b"x"))
         assert b.drops["not a member"] == outsiders + 3
         assert b.messages_dropped == dropped + 3 + 3
 
@@ -209,12 +209,12 @@ class TestGroupTables:
         runtime = ThespianRuntime("me", "simpleSystemBase")
         try:
             table = encode_groups({"g": ["x"]})
-            runtime._remote.on_parcel(Parcel("ghost", "1", "me", Kind.GROUPS, "", table))
+            runtime.remote.on_parcel(Parcel("ghost", "1", "me", Kind.GROUPS, "", table))
             wants = Parcel("ghost", "1", "me", Kind.GROUPS, "", table, WANT_GROUPS)
-            runtime._remote.on_parcel(wants)
-            runtime._remote.on_parcel(Parcel("ghost", "1", "me", Kind.GROUPS, "", b"\xc1"))
+            runtime.remote.on_parcel(wants)
+            runtime.remote.on_parcel(Parcel("ghost", "1", "me", Kind.GROUPS, "", b"\xc1"))
             assert runtime.drops == {"not a member": 3}
-            assert runtime._remote.directory._tables == {}
+            assert runtime.remote.directory._tables == {}
             assert runtime.group_members("g") == []
         finally:
             runtime.shutdown()
@@ -227,23 +227,23 @@ class TestGroupTables:
             posted = capture_posts(runtime)
             table = encode_groups({"g": ["x"]})
             # b saw us first: its table arrives before the gateway reports b, and is dropped.
-            runtime._remote.on_parcel(Parcel("b", "1", "me", Kind.GROUPS, "", table))
+            runtime.remote.on_parcel(Parcel("b", "1", "me", Kind.GROUPS, "", table))
             assert runtime.drops == {"not a member": 1}
             runtime._on_message(View((("b", "1"),)))
             assert [(p.dst, p.kind, p.ref) for p in posted] == [("b", Kind.GROUPS, WANT_GROUPS)]
             assert runtime.peers == []
             # b answers with its table (without asking back): b joins.
-            runtime._remote.on_parcel(Parcel("b", "1", "me", Kind.GROUPS, "", table))
+            runtime.remote.on_parcel(Parcel("b", "1", "me", Kind.GROUPS, "", table))
             assert runtime.peers == ["b"]
             assert [(r.node_id, r.name) for r in runtime.group_members("g")] == [("b", "x")]
             assert len(posted) == 1
             # A member asking for our table gets it.
-            runtime._remote.on_parcel(Parcel("b", "1", "me", Kind.GROUPS, "", table, WANT_GROUPS))
+            runtime.remote.on_parcel(Parcel("b", "1", "me", Kind.GROUPS, "", table, WANT_GROUPS))
             assert [(p.dst, p.ref) for p in posted[1:]] == [("b", "")]
             assert decode_groups(posted[1].body) == {}
             # b leaves the view: its table goes, so a return must bring a new one.
             runtime._on_message(View(()))
-            assert runtime._remote.directory._tables == {}
+            assert runtime.remote.directory._tables == {}
             runtime._on_message(View((("b", "1"),)))
             assert runtime.peers == []
             assert runtime.group_members("g") == []
@@ -298,7 +298,7 @@ class TestRemoteAsk:
 
         thread = threading.Thread(target=asker)
         thread.start()
-        assert wait_until(lambda: a._remote.waiting == 1, DEADLINE)
+        assert wait_until(lambda: a.remote.waiting == 1, DEADLINE)
         a.shutdown()
         thread.join(DEADLINE)
         release.set()
