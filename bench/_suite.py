@@ -76,7 +76,7 @@ def persistence_tables(tick: Tick) -> list[Table]:
     """``bench.persistence`` (quick counts): save latency per backend beside bare fsync."""
     from bench import persistence as p
     from dstate_core import Generation, StateObject
-    from dstate_core.persistence._file import FilePersistence
+    from dstate_core.persistence import FilePersistence
     from dstate_core.persistence._sqlite import SqlitePersistence
 
     table = Table(

@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from dstate_core import DeltaDistributedState, Generation, StateObject
-from dstate_core.persistence._file import FilePersistence
+from dstate_core.persistence import FilePersistence
 from dstate_core.persistence._sqlite import SqlitePersistence
 
 INCARNATION = 1_700_000_000_000

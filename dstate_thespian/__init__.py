@@ -27,11 +27,11 @@ systems on a network only cluster members can reach (``docs/security.md``).
 from dstate_core.process import NodeHandleError
 from dstate_core.runtime import RemoteAskError, ScheduledTimer
 
+from ._actor_system import stop_system
 from ._cluster import ThespianCluster, local_cluster
-from ._handle import NodeHandle
+from ._in_process import InProcessConvention
+from ._process import NodeHandle
 from ._runtime import SYSTEM_BASES, ThespianActorRef, ThespianRuntime
-from ._simple import InProcessConvention
-from ._system import stop_system
 from ._thespian import CONVENTION_TIMING
 
 __all__ = [

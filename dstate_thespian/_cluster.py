@@ -23,8 +23,8 @@ from dstate_core.runtime import ActorRuntime, FaultModel
 from dstate_core.testing import LocalClusterBase
 from dstate_core.wire import DEFAULT_MAX_MESSAGE_BYTES
 
+from ._in_process import InProcessConvention
 from ._runtime import SYSTEM_BASES, ThespianRuntime
-from ._simple import InProcessConvention
 from ._thespian import failure_detection_bound
 
 __all__ = ["ThespianCluster", "local_cluster"]

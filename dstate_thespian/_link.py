@@ -11,7 +11,7 @@ Thespian hands one ``ActorSystem`` handle's replies to whichever thread asks,
 so each thread gets its own ``private()`` endpoint. On multiprocTCPBase a
 ``tell`` blocks until the bytes are written, so a sender thread does them; on
 simpleSystemBase a private ``tell`` only queues and the convention's pump
-thread (:mod:`dstate_thespian._simple`) runs the actors.
+thread (:mod:`dstate_thespian._in_process`) runs the actors.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ._protocol import Attached, Batch, Parcel
 
 if TYPE_CHECKING:
-    from ._simple import InProcessConvention
+    from ._in_process import InProcessConvention
 
 __all__ = ["Link", "SimpleLink", "TcpLink"]
 

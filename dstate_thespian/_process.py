@@ -13,6 +13,12 @@ its own multiprocTCPBase actor system:
    convention once the states are registered;
 3. on the way out it stops the actor system, checks its processes are gone and
    removes the run record.
+
+:class:`NodeHandle` starts such a process and drives it from Python::
+
+    with NodeHandle.start("a", 19001, states=["dstate_core.testing:TestState"]) as a:
+        a.ready()
+        a.request("mutate", state="test_state", fn="increment", args=[1])
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -34,12 +42,15 @@ from dstate_core.process import (
     default_run_dir,
     wait_reachable,
 )
+from dstate_core.process import (
+    NodeHandle as BaseNodeHandle,
+)
 from dstate_core.process import start_time as _start_time
 
 from ._runtime import ThespianRuntime
 from ._thespian import failure_detection_bound
 
-__all__ = ["ThespianNodeOptions", "ThespianNodeProcess"]
+__all__ = ["NodeHandle", "ThespianNodeOptions", "ThespianNodeProcess"]
 
 _log = logging.getLogger("dstate.thespian.node")
 
@@ -157,3 +168,47 @@ class ThespianNodeProcess(NodeProcess):
         if record is not None and record.pid == os.getpid():
             with contextlib.suppress(OSError):
                 self._record_path.unlink()
+
+
+class NodeHandle(BaseNodeHandle):
+    """A Thespian node process. Create it with :meth:`start`."""
+
+    @classmethod
+    def start(
+        cls,
+        node_id: str,
+        admin_port: int,
+        *,
+        states: Sequence[str],
+        convention: int | str | None = None,
+        options: Sequence[str] = (),
+        exit_on_eof: bool = True,
+        env: dict[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+    ) -> NodeHandle:
+        """Start ``python -m dstate_thespian node`` (it runs until stopped).
+
+        Args:
+            node_id, admin_port, states: ``--node-id``, ``--admin-port``, ``--state`` s.
+            convention: the leader's ``"host:port"``, or its port on 127.0.0.1.
+            options: more command-line options (``--data-dir``...).
+            exit_on_eof: pass ``--exit-on-eof``: the node stops if this process dies.
+            env: environment variables added to this process's.
+            cwd: the node's working directory (where ``--state`` modules import from).
+        """
+        args = [sys.executable, "-m", "dstate_thespian", "node", "--node-id", node_id]
+        args += ["--admin-port", str(admin_port)]
+        if convention is not None:
+            where = f"127.0.0.1:{convention}" if isinstance(convention, int) else convention
+            args += ["--convention", where]
+        for state in states:
+            args += ["--state", state]
+        if exit_on_eof:
+            args.append("--exit-on-eof")
+        args += list(options)
+        handle = cls.launch(args, node_id, env=env, cwd=cwd)
+        handle.admin_port = admin_port
+        return handle
+
+    #: The node's Thespian admin port.
+    admin_port: int = 0

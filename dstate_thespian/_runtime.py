@@ -11,7 +11,7 @@ to each other, and membership comes from the Thespian convention.
   port; the first node of a cluster leads the convention, the others name it
   in ``convention_address``. Systems may run in other processes or hosts.
 * simpleSystemBase: runtimes in one process share an
-  :class:`~._simple.InProcessConvention` (one actor system, run by a pump thread).
+  :class:`~._in_process.InProcessConvention` (one actor system, run by a pump thread).
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from dstate_core.runtime import (
     ThreadedActorRef,
 )
 
+from ._actor_system import TcpSystem
+from ._in_process import InProcessConvention
 from ._link import Link, SimpleLink, TcpLink
 from ._protocol import Attach, Attached, Batch, View
-from ._simple import InProcessConvention
-from ._system import TcpSystem
 from ._thespian import address_port
 
 if TYPE_CHECKING:

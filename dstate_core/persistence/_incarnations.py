@@ -3,7 +3,7 @@
 An incarnation must be strictly greater than any this node used before, even
 when the wall clock steps back between two runs of the process.
 :class:`IncarnationFile` keeps the last one in a small file, replaced
-atomically like a :class:`~dstate_core.persistence._file.FilePersistence`
+atomically like a :class:`~dstate_core.persistence.FilePersistence`
 record (magic ``b"DSTI"``, payload ``{"incarnation": n}``, CRC-32), and
 :meth:`IncarnationFile.source` returns an
 :class:`~dstate_core.model._generation.IncarnationSource` that starts from it and
@@ -18,18 +18,15 @@ from pathlib import Path
 
 from ..model._errors import PersistError
 from ..model._generation import IncarnationSource
-from ._file import (
-    INCARNATION_MAGIC,
+from ._atomic import (
     PathArg,
     atomic_write,
     check_location,
-    decode_frame,
-    encode_frame,
-    int_field,
     probe_writable,
     read_file,
     remove_stale_temp_files,
 )
+from ._records import INCARNATION_MAGIC, decode_frame, encode_frame, int_field
 
 __all__ = ["IncarnationFile", "PersistentIncarnationSource"]
 

@@ -12,7 +12,7 @@ Tables::
     dstate_delta(name TEXT, age INTEGER, record BLOB,     -- the delta log
                  PRIMARY KEY (name, age))
 
-Each ``record`` is a framed record of :mod:`dstate_core.persistence._file`
+Each ``record`` is a framed record of :mod:`dstate_core.persistence._records`
 (header + msgpack + CRC-32), so every row carries its own checksum and names its
 state. A checkpoint is a state record; a delta row's payload is ``{"name",
 "storage_version", "generation": [incarnation, age], "modified_time",
@@ -45,18 +45,16 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..model._errors import PersistError
 from ..model._generation import Generation, StateObject
-from ._file import (
+from ._atomic import PathArg, check_location, probe_writable
+from ._records import (
     DELTA_MAGIC,
     STATE_MAGIC,
-    PathArg,
-    check_location,
     check_record_name,
     decode_frame,
     encode_frame,
@@ -67,11 +65,11 @@ from ._file import (
     name_of_binding,
     parse_state_payload,
     plain_delta,
-    probe_writable,
     state_name_of,
     state_payload,
     storage_dict_of,
 )
+from ._sqlite_db import Database
 
 if TYPE_CHECKING:
     from ..model._state import DistributedState
@@ -84,116 +82,11 @@ STATE_DELTA_HOOK = "apply_state_delta"
 #: ``apply_state_delta(state_dict, delta_dict) -> next_state_dict``.
 StateDeltaHook = Callable[[dict[str, Any], Any], Mapping[str, Any]]
 
-_SCHEMA_VERSION = 1
-_SQLITE_HEADER = b"SQLite format 3\x00"
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS dstate_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS dstate_state (name TEXT PRIMARY KEY, record BLOB NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS dstate_delta (name TEXT NOT NULL, age INTEGER NOT NULL, "
-    "record BLOB NOT NULL, PRIMARY KEY (name, age)) WITHOUT ROWID",
-)
-
 
 def state_delta_hook(state_type: object) -> StateDeltaHook | None:
     """The state type's ``apply_state_delta`` hook, or ``None`` if it has none."""
     hook = getattr(state_type, STATE_DELTA_HOOK, None)
     return hook if callable(hook) else None
-
-
-class _Database:
-    """One connection to one database file, shared by the backends of its states."""
-
-    def __init__(self, path: Path, timeout: float) -> None:
-        self.path = path
-        self.where = f"SqlitePersistence({str(path)!r})"
-        self.lock = threading.RLock()
-        self.timeout = timeout
-        self.users = 0
-        self.backends: dict[str, SqlitePersistence] = {}
-        self._conn: sqlite3.Connection | None = None
-        self._closed = False
-
-    def connection(self) -> sqlite3.Connection:
-        """The open connection (opened, configured and checked on first use)."""
-        if self._closed:
-            raise PersistError(f"{self.where} is closed")
-        if self._conn is None:
-            self._conn = self._open()
-        return self._conn
-
-    def _open(self) -> sqlite3.Connection:
-        check_location(self.path, self.where)
-        self._check_header()
-        try:
-            conn = sqlite3.connect(
-                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            raise PersistError(f"{self.where}: cannot open the database: {exc}") from exc
-        try:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise PersistError(f"{self.where}: cannot use WAL mode (got {mode!r})")
-            conn.execute("PRAGMA synchronous=FULL")
-            problems = [row[0] for row in conn.execute("PRAGMA integrity_check")]
-            if problems != ["ok"]:
-                raise PersistError(
-                    f"{self.where}: the database is corrupt: {'; '.join(problems[:5])}"
-                )
-            conn.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            conn.execute(
-                "INSERT OR IGNORE INTO dstate_meta VALUES ('schema_version', ?)",
-                (_SCHEMA_VERSION,),
-            )
-            row = conn.execute(
-                "SELECT value FROM dstate_meta WHERE key = 'schema_version'"
-            ).fetchone()
-            conn.execute("COMMIT")
-            if row[0] != _SCHEMA_VERSION:
-                raise PersistError(
-                    f"{self.where}: database schema version {row[0]!r} is not supported "
-                    f"(this code reads {_SCHEMA_VERSION})"
-                )
-        except BaseException as exc:
-            conn.close()
-            if isinstance(exc, sqlite3.Error):
-                raise PersistError(f"{self.where}: cannot open the database: {exc}") from exc
-            raise
-        return conn
-
-    def _check_header(self) -> None:
-        """Refuse a non-empty file that does not start with SQLite's header.
-
-        SQLite itself takes a file of 0 or 1 bytes for an empty database and
-        overwrites it on the first write; a stub that short is a truncated
-        database (SQLite writes whole pages), so it is refused, not reused.
-        A 0-byte file is an empty database: created, never committed to.
-        """
-        try:
-            with self.path.open("rb") as file:
-                head = file.read(len(_SQLITE_HEADER))
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise PersistError(f"{self.where}: cannot read the database file: {exc}") from exc
-        if head and head != _SQLITE_HEADER:
-            raise PersistError(
-                f"{self.where}: the file is not an SQLite database (it does not start with "
-                "SQLite's header; it may be truncated or another file): restore it, or move it "
-                "away to start its states fresh"
-            )
-
-    def release(self) -> None:
-        """One backend is done with the database; close it after the last one."""
-        with self.lock:
-            self.users -= 1
-            if self.users <= 0 and not self._closed:
-                self._closed = True
-                if self._conn is not None:
-                    self._conn.close()
-                    self._conn = None
 
 
 class SqlitePersistence:
@@ -239,7 +132,7 @@ class SqlitePersistence:
             raise ValueError(f"checkpoint_every must be an int >= 1, got {checkpoint_every!r}")
         db_path = Path(os.fspath(path))
         check_location(db_path, f"SqlitePersistence({str(db_path)!r})")
-        self._setup(_Database(db_path, timeout), checkpoint_every, bool(delta_log))
+        self._setup(Database(db_path, timeout), checkpoint_every, bool(delta_log))
         if state_type is not None:
             self.bind(state_type)
             if state_name is not None and state_name != self._name:
@@ -250,7 +143,7 @@ class SqlitePersistence:
         elif state_name is not None:
             self.bind(state_name)
 
-    def _setup(self, db: _Database, checkpoint_every: int, delta_log: bool) -> None:
+    def _setup(self, db: Database, checkpoint_every: int, delta_log: bool) -> None:
         self._db = db
         self._checkpoint_every = checkpoint_every
         self._delta_log = delta_log

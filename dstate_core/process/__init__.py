@@ -26,7 +26,7 @@ from ._options import (
     parse_state,
     read_secret,
 )
-from ._procs import (
+from ._processes_and_ports import (
     children,
     cmdline,
     descendants,

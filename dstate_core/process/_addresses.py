@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 
-from ._procs import port_open
+from ._processes_and_ports import port_open
 
 __all__ = ["is_local_address", "normalize_address", "route_to", "wait_reachable"]
 

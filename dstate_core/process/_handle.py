@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import IO, Any, Self
 
-from ._procs import cmdline, kill_pids, pid_alive, port_open, start_time
+from ._processes_and_ports import cmdline, kill_pids, pid_alive, port_open, start_time
 
 __all__ = ["NodeHandle", "NodeHandleError"]
 

@@ -39,7 +39,7 @@ from typing import Any, TextIO
 
 from ..model._config import ChangeFeedConfig, StateConfig
 from ..model._errors import DStateError
-from ..persistence._file import FilePersistence
+from ..persistence import FilePersistence
 from ..runtime._protocol import ActorRuntime, ClusterEvent, NodeJoined, NodeLeft
 from ..shell._node import DStateNode
 from ._control import Controller, Emitter, generation_json, serve_lines

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._options import CliError
-from ._procs import cmdline, kill_pids, listener_pids, pid_alive, port_bindable
+from ._processes_and_ports import cmdline, kill_pids, listener_pids, pid_alive, port_bindable
 
 __all__ = ["RunRecord", "check_run_dir", "claim_port", "default_run_dir"]
 

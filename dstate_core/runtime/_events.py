@@ -60,10 +60,13 @@ class Subscribers:
             self._callbacks.clear()
 
     def emit(self, event: ClusterEvent) -> None:
-        """Call every callback with ``event``."""
+        """Call every callback with ``event`` (one unsubscribed meanwhile is skipped)."""
         with self._lock:
-            callbacks = list(self._callbacks.values())
-        for callback in callbacks:
+            subscribed = list(self._callbacks.items())
+        for sid, callback in subscribed:
+            with self._lock:
+                if sid not in self._callbacks:
+                    continue
             self.call(callback, event)
 
     def call(self, callback: EventCallback, event: ClusterEvent) -> None:

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from ..model._errors import ActorSendError, NodeShutdownError
+from ..runtime._events import EventCallback, Subscribers
 from ..runtime._protocol import (
     ActorRef,
     ClusterEvent,
@@ -51,7 +51,6 @@ class SimWire(Protocol):
         ...
 
     def _attach(self, runtime: TestRuntime) -> None: ...
-    def _new_subscription_id(self) -> SubscriptionId: ...
     def _in_simulation(self) -> AbstractContextManager[None]: ...
     def _mark_ready(self, actor: _Actor) -> None: ...
     def _forget_actor(self, actor: _Actor) -> None: ...
@@ -276,51 +275,37 @@ class TestClusterEvents:
 
     Concurrency: callbacks run inside the simulation (like handlers), so they
     must not ``ask``; they usually just ``send`` to an actor. A raising
-    callback is logged at ERROR and the others still run.
+    callback is logged and the others still run.
     """
 
     __test__ = False  # not a pytest test class
 
     def __init__(self, runtime: TestRuntime) -> None:
         self._runtime = runtime
-        self._subscribers: dict[SubscriptionId, Callable[[ClusterEvent], None]] = {}
+        self._subscribers = Subscribers(runtime.node_id)
 
-    def subscribe(self, callback: Callable[[ClusterEvent], None]) -> SubscriptionId:
+    def subscribe(self, callback: EventCallback) -> SubscriptionId:
         """Replay ``NodeJoined`` for every other live node (sorted), then report changes.
 
         Raises:
             NodeShutdownError: the runtime was shut down or crashed.
         """
         self._runtime._check_running("subscribe to cluster events")
-        subscription = self._runtime.network._new_subscription_id()
-        self._subscribers[subscription] = callback
+        subscription = self._subscribers.add(callback)
         own = self._runtime.node_id
-        for node_id in self._runtime.network.live_nodes():
-            if node_id != own and subscription in self._subscribers:
-                self._call(callback, NodeJoined(node_id))
+        with self._runtime.network._in_simulation():
+            for node_id in self._runtime.network.live_nodes():
+                if node_id != own:
+                    self._subscribers.call(callback, NodeJoined(node_id))
         return subscription
 
     def unsubscribe(self, subscription: SubscriptionId) -> None:
         """Stop calling the callback; unknown ids are ignored."""
-        self._subscribers.pop(subscription, None)
+        self._subscribers.discard(subscription)
 
     def _emit(self, event: ClusterEvent) -> None:
-        for subscription, callback in list(self._subscribers.items()):
-            if subscription in self._subscribers:
-                self._call(callback, event)
-
-    def _call(self, callback: Callable[[ClusterEvent], None], event: ClusterEvent) -> None:
         with self._runtime.network._in_simulation():
-            try:
-                callback(event)
-            except Exception as exc:
-                _log.error(
-                    "cluster-event callback on node %r raised %s on %r",
-                    self._runtime.node_id,
-                    type(exc).__name__,
-                    event,
-                    exc_info=exc,
-                )
+            self._subscribers.emit(event)
 
     def _clear(self) -> None:
         self._subscribers.clear()

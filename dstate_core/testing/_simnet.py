@@ -34,7 +34,6 @@ from ..runtime._protocol import (
     ActorRef,
     NodeJoined,
     NodeLeft,
-    SubscriptionId,
     check_positive_seconds,
 )
 from ._clock import TestClock
@@ -96,7 +95,6 @@ class SimNetwork:
         self._loop = SimLoop(clock, self._fire, self._pending)
         self._live: dict[str, TestRuntime] = {}
         self._groups: dict[str, dict[_Actor, None]] = {}
-        self._subscription_ids = 0
         self._sent = self._bytes = self._dropped = self._delivered = 0
 
     # -- properties -------------------------------------------------------
@@ -199,10 +197,6 @@ class SimNetwork:
         for other in list(self._live.values()):
             if other is not runtime:
                 other._events._emit(NodeJoined(node_id))
-
-    def _new_subscription_id(self) -> SubscriptionId:
-        self._subscription_ids += 1
-        return SubscriptionId(self._subscription_ids)
 
     # -- faults and partitions (see FaultModel) ---------------------------
 

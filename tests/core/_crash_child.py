@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from dstate_core import DeltaDistributedState, StateConfig
-from dstate_core.persistence._file import FilePersistence
+from dstate_core.persistence import FilePersistence
 from dstate_core.persistence._incarnations import IncarnationFile
 from dstate_core.persistence._sqlite import SqlitePersistence
 from dstate_core.testing import TestClock, local_cluster

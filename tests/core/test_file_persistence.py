@@ -15,12 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dstate_core import DistributedState, Generation, NewerRecordError, PersistError, StateObject
-from dstate_core.persistence._file import (
-    STATE_MAGIC,
-    FilePersistence,
-    decode_frame,
-    encode_frame,
-)
+from dstate_core.persistence import FilePersistence
+from dstate_core.persistence._records import STATE_MAGIC, decode_frame, encode_frame
 
 
 class Counter(DistributedState):
@@ -447,7 +443,7 @@ class TestTempFiles:
     def test_directory_fsync_failure_is_reported(
         self, path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        import dstate_core.persistence._file as module
+        import dstate_core.persistence._atomic as module
 
         def broken(directory: Path) -> None:
             raise OSError(errno.EIO, "Input/output error")

@@ -85,7 +85,7 @@ def test_corrupt_file_at_every_offset(tmp_path: Path) -> None:
 
 
 def test_malformed_payload(tmp_path: Path) -> None:
-    from dstate_core.persistence._file import INCARNATION_MAGIC, encode_frame
+    from dstate_core.persistence._records import INCARNATION_MAGIC, encode_frame
 
     store = IncarnationFile(tmp_path)
     for payload, message in (([1], "malformed"), ({"incarnation": -1}, "'incarnation'")):

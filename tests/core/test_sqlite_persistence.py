@@ -21,7 +21,7 @@ from dstate_core import (
     PersistError,
     StateObject,
 )
-from dstate_core.persistence._file import DELTA_MAGIC, STATE_MAGIC, encode_frame
+from dstate_core.persistence._records import DELTA_MAGIC, STATE_MAGIC, encode_frame
 from dstate_core.persistence._sqlite import SqlitePersistence, state_delta_hook
 
 from .test_file_persistence import assert_read_only_refused, state_dicts
