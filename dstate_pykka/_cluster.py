@@ -13,10 +13,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from dstate_core import ChangeFeedConfig, Clock, SystemClock
+from dstate_core import Clock, SystemClock
 from dstate_core.runtime import ActorRuntime
 from dstate_core.testing import LocalClusterBase
-from dstate_core.wire import DEFAULT_MAX_MESSAGE_BYTES
 
 from ._network import PykkaNetwork
 from ._runtime import PykkaRuntime
@@ -25,7 +24,10 @@ __all__ = ["PykkaCluster", "local_cluster"]
 
 
 class PykkaCluster(LocalClusterBase):
-    """A cluster of :class:`DStateNode` on :class:`PykkaRuntime` threads in one process."""
+    """A cluster of :class:`DStateNode` on :class:`PykkaRuntime` threads in one process.
+
+    Options as :class:`~dstate_core.testing.LocalClusterBase`.
+    """
 
     network: PykkaNetwork
 
@@ -34,26 +36,15 @@ class PykkaCluster(LocalClusterBase):
         node_ids: Iterable[str],
         *,
         clock: Clock | None = None,
-        change_feed: ChangeFeedConfig | None = None,
-        cluster_secret: bytes | None = None,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         failure_timeout: float = 5.0,
+        **node_options: Any,
     ) -> None:
         super().__init__(
-            node_ids,
-            clock=clock or SystemClock(),
-            change_feed=change_feed,
-            cluster_secret=cluster_secret,
-            max_message_bytes=max_message_bytes,
-            failure_timeout=failure_timeout,
+            node_ids, clock=clock or SystemClock(), failure_timeout=failure_timeout, **node_options
         )
         self.network = PykkaNetwork(failure_timeout=failure_timeout)
         self.faults = self.network.faults
-        try:
-            self._start()
-        except BaseException:
-            self.close()
-            raise
+        self._start()
 
     def _new_runtime(self, node_id: str) -> ActorRuntime:
         return PykkaRuntime(node_id, self.network)

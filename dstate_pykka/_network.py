@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from types import TracebackType
 from typing import Protocol
 
 from dstate_core.runtime import (
@@ -195,12 +194,7 @@ class PykkaNetwork:
     def __enter__(self) -> PykkaNetwork:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- used by PykkaRuntime -----------------------------------------------------

@@ -17,11 +17,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from dstate_core import ChangeFeedConfig, Clock, SystemClock
+from dstate_core import Clock, SystemClock
 from dstate_core.process import free_port
 from dstate_core.runtime import ActorRuntime, FaultModel
 from dstate_core.testing import LocalClusterBase
-from dstate_core.wire import DEFAULT_MAX_MESSAGE_BYTES
 
 from ._in_process import InProcessConvention
 from ._runtime import SYSTEM_BASES, ThespianRuntime
@@ -42,6 +41,7 @@ class ThespianCluster(LocalClusterBase):
             unset there (it then reads as the bound).
         host: the loopback address the actor systems advertise.
         join_timeout: how long a joining node waits for the leader.
+        node_options: as :class:`~dstate_core.testing.LocalClusterBase`.
     """
 
     def __init__(
@@ -50,23 +50,16 @@ class ThespianCluster(LocalClusterBase):
         *,
         system_base: str = "multiprocTCPBase",
         clock: Clock | None = None,
-        change_feed: ChangeFeedConfig | None = None,
-        cluster_secret: bytes | None = None,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         failure_timeout: float | None = None,
         host: str = "127.0.0.1",
         join_timeout: float = 10.0,
+        **node_options: Any,
     ) -> None:
         if system_base not in SYSTEM_BASES:
             raise ValueError(f"system_base must be one of {SYSTEM_BASES}, got {system_base!r}")
         failure_timeout = _failure_timeout(system_base, failure_timeout)
         super().__init__(
-            node_ids,
-            clock=clock or SystemClock(),
-            change_feed=change_feed,
-            cluster_secret=cluster_secret,
-            max_message_bytes=max_message_bytes,
-            failure_timeout=failure_timeout,
+            node_ids, clock=clock or SystemClock(), failure_timeout=failure_timeout, **node_options
         )
         self.system_base = system_base
         self.host = host
@@ -79,11 +72,7 @@ class ThespianCluster(LocalClusterBase):
         self.convention: InProcessConvention | None = None
         if system_base == "simpleSystemBase":
             self.convention = InProcessConvention(failure_timeout)
-        try:
-            self._start()
-        except BaseException:
-            self.close()
-            raise
+        self._start()
 
     # -- what LocalClusterBase needs ---------------------------------------------------
 

@@ -16,7 +16,6 @@ members re-register one by one, so its first rosters are partial: for
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ._protocol import (
@@ -49,23 +48,20 @@ class Entry(NamedTuple):
     gateway: Any
 
 
-@dataclass(frozen=True, slots=True)
-class Send:
+class Send(NamedTuple):
     """Send ``msg`` to the Thespian address ``to``."""
 
     to: Any
     msg: Any
 
 
-@dataclass(frozen=True, slots=True)
-class Wake:
+class Wake(NamedTuple):
     """Call :meth:`GatewayCore.wakeup` after ``seconds``."""
 
     seconds: float
 
 
-@dataclass(frozen=True, slots=True)
-class Notify:
+class Notify(NamedTuple):
     """Subscribe this gateway to the convention's membership updates."""
 
 

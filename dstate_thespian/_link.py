@@ -16,10 +16,11 @@ thread (:mod:`dstate_thespian._in_process`) runs the actors.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._protocol import Attached, Batch, Parcel
@@ -84,33 +85,44 @@ class Link:
         """A private endpoint for the receiver, and how to close it."""
         raise NotImplementedError
 
-    def _receive_loop(self) -> None:
+    @contextlib.contextmanager
+    def _opened(self, purpose: str) -> Iterator[Any]:
+        """A private endpoint for ``purpose``, closed afterwards; None if it cannot open."""
         try:
             endpoint, close = self._open()
         except Exception:
-            _log.exception("node %r: cannot open a Thespian endpoint for its gateway", self._name)
+            _log.exception("node %r: cannot open a Thespian endpoint to %s", self._name, purpose)
+            yield None
             return
         try:
-            self._tell(endpoint, self._attach)
-            while not self._stop.is_set():
-                try:
-                    msg = endpoint.listen(POLL_SECONDS)
-                except Exception:
-                    _log.exception("node %r: listening to its gateway failed", self._name)
-                    self._stop.wait(POLL_SECONDS)
-                    continue
-                if isinstance(msg, Attached):
-                    self._you = msg.you
-                if msg is not None and not self._stop.is_set():
-                    try:
-                        self._on_message(msg)
-                    except Exception:
-                        _log.exception("node %r: an inbound message failed", self._name)
+            yield endpoint
         finally:
             try:
                 close()
             except Exception:
                 _log.debug("node %r: closing the endpoint failed", self._name, exc_info=True)
+
+    def _receive_loop(self) -> None:
+        with self._opened("receive") as endpoint:
+            if endpoint is not None:
+                self._receive(endpoint)
+
+    def _receive(self, endpoint: Any) -> None:
+        self._tell(endpoint, self._attach)
+        while not self._stop.is_set():
+            try:
+                msg = endpoint.listen(POLL_SECONDS)
+            except Exception:
+                _log.exception("node %r: listening to its gateway failed", self._name)
+                self._stop.wait(POLL_SECONDS)
+                continue
+            if isinstance(msg, Attached):
+                self._you = msg.you
+            if msg is not None and not self._stop.is_set():
+                try:
+                    self._on_message(msg)
+                except Exception:
+                    _log.exception("node %r: an inbound message failed", self._name)
 
     def _tell(self, endpoint: Any, msg: Any) -> None:
         try:
@@ -160,37 +172,31 @@ class TcpLink(Link):
         return endpoint, lambda: manager.__exit__(None, None, None)
 
     def _send_loop(self) -> None:
-        try:
-            endpoint, close = self._open()
-        except Exception:
-            _log.exception("node %r: cannot open a Thespian endpoint to send", self._name)
-            return
-        try:
-            while True:
-                msg = self._queue.get()
-                batch = [msg]
-                while msg is not _STOP and len(batch) < MAX_BATCH:
-                    try:
-                        msg = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    batch.append(msg)
-                if msg is _STOP:
-                    batch.pop()
-                if self._stop.is_set():
-                    return
-                if len(batch) > 1 and all(isinstance(m, Parcel) for m in batch):
-                    self._tell(endpoint, Batch(tuple(batch)))
-                else:
-                    for item in batch:
-                        self._tell(endpoint, item)
-                if msg is _STOP:
-                    return
-        finally:
-            try:
-                close()
-            except Exception:
-                _log.debug("node %r: closing the endpoint failed", self._name, exc_info=True)
+        with self._opened("send") as endpoint:
+            if endpoint is not None:
+                self._send(endpoint)
+
+    def _send(self, endpoint: Any) -> None:
+        while True:
+            msg = self._queue.get()
+            batch = [msg]
+            while msg is not _STOP and len(batch) < MAX_BATCH:
+                try:
+                    msg = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                batch.append(msg)
+            if msg is _STOP:
+                batch.pop()
+            if self._stop.is_set():
+                return
+            if len(batch) > 1 and all(isinstance(m, Parcel) for m in batch):
+                self._tell(endpoint, Batch(tuple(batch)))
+            else:
+                for item in batch:
+                    self._tell(endpoint, item)
+            if msg is _STOP:
+                return
 
 
 class SimpleLink(Link):

@@ -25,7 +25,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
-from types import TracebackType
 from typing import IO, Any, Self
 
 from ._processes_and_ports import cmdline, kill_pids, pid_alive, port_open, start_time
@@ -314,12 +313,7 @@ class NodeHandle:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

@@ -11,9 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from ..model._config import ChangeFeedConfig
 from ..runtime._protocol import ActorRef, ActorRuntime
-from ..wire._codec import DEFAULT_MAX_MESSAGE_BYTES
 from ._clock import TestClock
 from ._cluster_base import LocalClusterBase
 from ._simnet import SimNetwork
@@ -22,7 +20,10 @@ __all__ = ["DeterministicCluster", "local_cluster"]
 
 
 class DeterministicCluster(LocalClusterBase):
-    """A cluster of nodes on :class:`TestRuntime` over a seeded :class:`SimNetwork`."""
+    """A cluster of nodes on :class:`TestRuntime` over a seeded :class:`SimNetwork`.
+
+    Options as :class:`~dstate_core.testing.LocalClusterBase`, and ``seed``.
+    """
 
     network: SimNetwork
 
@@ -32,19 +33,12 @@ class DeterministicCluster(LocalClusterBase):
         *,
         seed: int = 0,
         clock: TestClock | None = None,
-        change_feed: ChangeFeedConfig | None = None,
-        cluster_secret: bytes | None = None,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         failure_timeout: float = 5.0,
+        **node_options: Any,
     ) -> None:
         test_clock = clock or TestClock()
         super().__init__(
-            node_ids,
-            clock=test_clock,
-            change_feed=change_feed,
-            cluster_secret=cluster_secret,
-            max_message_bytes=max_message_bytes,
-            failure_timeout=failure_timeout,
+            node_ids, clock=test_clock, failure_timeout=failure_timeout, **node_options
         )
         self.clock: TestClock = test_clock
         self.network = SimNetwork(test_clock, seed=seed, failure_timeout=failure_timeout)

@@ -13,14 +13,13 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from ..model._clock import Clock
-from ..model._config import ChangeFeedConfig
 from ..model._generation import IncarnationSource
 from ..runtime._faults import FaultModel
 from ..runtime._protocol import ActorRef, ActorRuntime
 from ..shell._node import INBOX_GROUP, DStateNode
 from ..wire._codec import DEFAULT_MAX_MESSAGE_BYTES
 
-__all__ = ["ClusterNetwork", "LocalClusterBase"]
+__all__ = ["NODE_OPTIONS", "ClusterNetwork", "LocalClusterBase"]
 
 log = logging.getLogger("dstate.cluster")
 
@@ -39,13 +38,27 @@ class ClusterNetwork(Protocol):
         ...
 
 
+#: The options a local cluster passes to every :class:`DStateNode`, with their defaults.
+NODE_OPTIONS: dict[str, Any] = {
+    "change_feed": None,
+    "cluster_secret": None,
+    "max_message_bytes": DEFAULT_MAX_MESSAGE_BYTES,
+}
+
+
 class LocalClusterBase:
     """Several :class:`DStateNode` in one process, on one adapter's runtimes.
 
     Args:
         node_ids: the nodes to start with.
-        change_feed, cluster_secret, max_message_bytes: passed to every node.
+        clock: every node's clock.
         failure_timeout: seconds after a ``crash`` until peers see ``NodeLeft``.
+        node_options: passed to every node: ``change_feed``, ``cluster_secret``,
+            ``max_message_bytes`` (see :class:`DStateNode`).
+
+    Raises:
+        TypeError: an option no node takes.
+        ValueError: bad node ids or ``failure_timeout``.
     """
 
     def __init__(
@@ -53,11 +66,15 @@ class LocalClusterBase:
         node_ids: Iterable[str],
         *,
         clock: Clock,
-        change_feed: ChangeFeedConfig | None = None,
-        cluster_secret: bytes | None = None,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         failure_timeout: float = 5.0,
+        **node_options: Any,
     ) -> None:
+        unknown = sorted(set(node_options) - set(NODE_OPTIONS))
+        if unknown:
+            raise TypeError(
+                f"unknown cluster option(s) {unknown}: a local cluster takes "
+                f"{sorted(NODE_OPTIONS)} for its nodes, besides its own options"
+            )
         if isinstance(node_ids, str):
             raise TypeError("node_ids must be a list of node ids, not one string")
         ids = list(node_ids)
@@ -70,11 +87,7 @@ class LocalClusterBase:
             raise ValueError(f"failure_timeout must be > 0 seconds, got {failure_timeout!r}")
         self.clock = clock
         self.failure_timeout = float(failure_timeout)
-        self._node_options: dict[str, Any] = {
-            "change_feed": change_feed,
-            "cluster_secret": cluster_secret,
-            "max_message_bytes": max_message_bytes,
-        }
+        self._node_options: dict[str, Any] = {**NODE_OPTIONS, **node_options}
         self._nodes: dict[str, DStateNode] = {}
         self._runtimes: dict[str, ActorRuntime] = {}
         # One per node id, kept across restarts: a restarted node never reuses an
@@ -84,8 +97,14 @@ class LocalClusterBase:
         self._initial_ids = ids
 
     def _start(self) -> None:
-        for node_id in self._initial_ids:
-            self.add_node(node_id)
+        """Start the initial nodes (the subclass calls it once its network is up);
+        if one fails, everything started so far is closed again."""
+        try:
+            for node_id in self._initial_ids:
+                self.add_node(node_id)
+        except BaseException:
+            self.close()
+            raise
 
     #: The adapter's network (set by the subclass before ``_start``).
     network: ClusterNetwork
