@@ -1,4 +1,4 @@
-"""Actors and refs of the Pykka runtime (SPEC §8).
+"""Actors and refs of the Pykka runtime (``docs/architecture.md#runtimes``).
 
 Each spawned actor is a :class:`pykka.ThreadingActor` (one thread, one mailbox)
 wrapping the user's handler. The wrapper catches everything the handler raises,

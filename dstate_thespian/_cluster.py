@@ -1,4 +1,4 @@
-"""``dstate_thespian.local_cluster``: several Thespian nodes driven from one process (SPEC §12).
+"""``dstate_thespian.local_cluster``: several Thespian nodes driven from one process.
 
 On multiprocTCPBase (the default) every node is its own actor system on its
 own loopback admin port, in its own processes; the first node leads the

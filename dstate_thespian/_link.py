@@ -1,4 +1,4 @@
-"""How a node process talks to its own gateway (SPEC §8, §9).
+"""How a node process talks to its own gateway (``docs/architecture.md#runtimes``).
 
 A *link* owns two directions (parcels queued meanwhile travel as one :class:`Batch`):
 

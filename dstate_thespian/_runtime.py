@@ -1,4 +1,4 @@
-"""``ThespianRuntime``: the ``ActorRuntime`` port on Thespian (SPEC §7, §8, §9).
+"""``ThespianRuntime``: the ``ActorRuntime`` port on Thespian (``docs/protocol.md#join-and-leave``).
 
 One runtime is one node. Its *local* actors (what :meth:`ThespianRuntime.spawn`
 creates, so dstate's shards) are thread actors in this process: a fast-path

@@ -1,7 +1,7 @@
 """Bring your own actor framework: dstate on a from-scratch runtime of ~200 lines.
 
 dstate_core reaches an actor framework only through the ``ActorRuntime``
-protocol (SPEC §8). This module implements it without Pykka or the test kit:
+protocol. This module implements it without Pykka or the test kit:
 ``LoopRuntime`` puts every node of a cluster on one ``EventLoop`` with a single
 FIFO queue of messages and a heap of real-time timers. Nothing runs in the
 background: handlers run in whichever thread drives the loop, either

@@ -1,8 +1,11 @@
-"""The receiver rules of SPEC §2.4, as data.
+"""The receiver rules, as data (``docs/protocol.md#receiver-rules``).
 
 Every replica judges an incoming snapshot or delta against the generation it
-holds for that peer. The whole decision lives in :data:`RULES`, read top to
-bottom; the first row whose condition holds gives the verdict.
+holds for that peer. When it holds a view, the decision is :data:`RULES`, read
+top to bottom: the first row whose condition holds gives the verdict. When it
+holds none (a new peer, or one whose view went), :func:`judge` takes any
+snapshot and calls any delta a gap, except for what is older than the *floor*:
+the newest generation held of that peer before its view went.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The replica side of a shard: every node's view, published for lock-free reads (SPEC §4).
+"""The replica side of a shard: every node's view, published for lock-free reads.
 
 :class:`ViewTable` is mutated only by its shard's mailbox. After every change
 it publishes an immutable :class:`PublishedViews`, which any thread may read

@@ -1,4 +1,4 @@
-"""Time as the engine sees it (SPEC §11): a :class:`Clock` port and the real one.
+"""Time as the engine sees it: a :class:`Clock` port and the real one.
 
 The replication engine never reads the system time itself; it asks the clock
 it was given. Tests pass :class:`dstate_core.testing.TestClock`.

@@ -1,4 +1,4 @@
-"""Configuration of sync strategies, the change feed and registered states (SPEC §3, §4, §5).
+"""Configuration of sync strategies, the change feed and registered states (``docs/strategies.md``).
 
 Every config object validates itself when built and names the offending field,
 so a mistake surfaces at start-up rather than as a silent mis-sync later.
@@ -55,7 +55,7 @@ def _positive_seconds(owner: str, name: str, value: object, *, allow_inf: bool =
 
 @dataclass(frozen=True, slots=True)
 class SyncStrategy:
-    """Which layers keep a state's views fresh (SPEC §3).
+    """Which layers keep a state's views fresh (``docs/strategies.md``).
 
     Attributes:
         push_mode: what a mutation sends.
@@ -113,7 +113,7 @@ class SyncStrategy:
 
 @dataclass(frozen=True, slots=True)
 class ChangeFeedConfig:
-    """The node's change-feed aggregator (SPEC §3).
+    """The node's change-feed aggregator (``docs/strategies.md``).
 
     Attributes:
         batch_interval: a batch leaves at most this many seconds after its
@@ -132,7 +132,7 @@ class ChangeFeedConfig:
 
 @dataclass(frozen=True, slots=True)
 class StateConfig:
-    """How one registered state is synced, stored and queried (SPEC §4).
+    """How one registered state is synced, stored and queried (``docs/protocol.md#queries``).
 
     Attributes:
         sync_strategy: the layers that keep views fresh.

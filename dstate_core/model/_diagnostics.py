@@ -1,4 +1,4 @@
-"""Diagnostics: per-peer sync status, metrics and health (SPEC §10)."""
+"""Diagnostics: per-peer sync status, metrics and health (``docs/diagnostics.md``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The exception hierarchy of dstate (SPEC §2, §4, §6, §8, §11).
+"""The exception hierarchy of dstate (``docs/state-model.md``).
 
 Every error the library raises derives from :class:`DStateError`, so callers can
 catch the whole family at once and still tell who is at fault: registry errors

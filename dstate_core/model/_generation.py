@@ -1,4 +1,4 @@
-"""Generations, the envelopes around owned state and replica views (SPEC §2.4).
+"""Generations, the envelopes around owned state and replica views.
 
 A :class:`Generation` orders every version of one node's shard: the
 ``incarnation`` changes when the node starts without its persisted state, the
@@ -48,7 +48,7 @@ class IncarnationSource:
     """Hands out incarnations that never repeat within this source's lifetime.
 
     A fresh start takes the wall clock in ms, or ``previous + 1`` when the clock
-    stepped back (SPEC §2.4). Loaded generations are reported with
+    stepped back (``docs/protocol.md#generations``). Loaded generations are reported with
     :meth:`observe` so that a later fresh start still moves past them.
 
     Concurrency: thread-safe; one source is shared by every shard of a node.

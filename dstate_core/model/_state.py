@@ -1,4 +1,4 @@
-"""The state model users subclass (SPEC §2.1, §2.2).
+"""The state model users subclass (``docs/state-model.md``).
 
 * :class:`DistributedState` — the whole state is public and every update is a
   full snapshot.
@@ -67,7 +67,7 @@ def _require_version(cls: type, what: str, wire_version: int) -> None:
 
 
 class DistributedState(BaseModel):
-    """A replicated state whose whole value is public (SPEC §2.1).
+    """A replicated state whose whole value is public (``docs/state-model.md``).
 
     Subclass it, set ``NAME`` (unique across the cluster) and declare fields::
 
@@ -151,7 +151,7 @@ class DistributedState(BaseModel):
 
 
 class DeltaDistributedState(DistributedState):
-    """A replicated state that publishes a view and sends deltas (SPEC §2.2).
+    """A replicated state that publishes a view and sends deltas (``docs/state-model.md``).
 
     Subclasses set ``View`` and ``Delta`` (pydantic models) and implement
     :meth:`project_view`, :meth:`project_delta` and :meth:`apply_delta`;

@@ -1,4 +1,4 @@
-"""How soon a delta should reach peers (SPEC §2.3)."""
+"""How soon a delta should reach peers (``docs/state-model.md#sync-urgency``)."""
 
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ __all__ = ["FilePersistence"]
 
 
 class FilePersistence:
-    """Stores one state's owned shard in one file, replaced atomically (SPEC §6).
+    """Stores one state's owned shard in one file, replaced atomically (``docs/persistence.md``).
 
     Args:
         path: the record file; its directory must exist.

@@ -1,4 +1,4 @@
-"""The node's last incarnation, kept on disk across restarts (SPEC §2.4).
+"""The node's last incarnation, kept on disk across restarts (``docs/protocol.md#generations``).
 
 An incarnation must be strictly greater than any this node used before, even
 when the wall clock steps back between two runs of the process.

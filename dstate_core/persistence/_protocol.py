@@ -1,4 +1,4 @@
-"""The persistence port (SPEC §6): what a backend for the owned shard provides."""
+"""The persistence port (``docs/persistence.md``): what a backend for the owned shard provides."""
 
 from __future__ import annotations
 

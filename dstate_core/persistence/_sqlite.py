@@ -1,4 +1,4 @@
-"""An SQLite persistence backend with an optional delta log (SPEC §6).
+"""An SQLite persistence backend with an optional delta log (``docs/persistence.md``).
 
 One database file per node holds every state of that node, one row per state
 ``NAME``. The connection runs in WAL mode with ``synchronous=FULL``, so a
@@ -90,7 +90,7 @@ def state_delta_hook(state_type: object) -> StateDeltaHook | None:
 
 
 class SqlitePersistence:
-    """Stores a node's owned shards in one SQLite database, one row per state (SPEC §6).
+    """Stores a node's owned shards in one SQLite database, one row per state.
 
     Args:
         path: the database file; its directory must exist.

@@ -1,4 +1,4 @@
-"""The groups a runtime's own actors belong to (SPEC §8), shared by the threaded runtimes.
+"""The groups a runtime's own actors belong to, shared by the threaded runtimes.
 
 A runtime keeps here which of its local actors joined which cluster-wide
 group; how other nodes learn of them is the runtime's business.

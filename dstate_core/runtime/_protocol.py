@@ -1,4 +1,4 @@
-"""The actor runtime port (SPEC §8): what dstate needs from an actor framework.
+"""The actor runtime port: what dstate needs from an actor framework.
 
 The node and shard shells use only this protocol, so any framework that can
 run one-message-at-a-time actors, timers and cluster-wide groups can host

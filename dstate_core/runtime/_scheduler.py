@@ -1,4 +1,4 @@
-"""One scheduler thread per runtime for ``send_after`` / ``send_interval`` (SPEC §8).
+"""One scheduler thread per runtime for ``send_after`` / ``send_interval``.
 
 Timers live in a heap guarded by a :class:`threading.Condition`; a single daemon
 thread sleeps until the earliest one is due. No :class:`threading.Timer` is

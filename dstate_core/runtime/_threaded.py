@@ -1,4 +1,4 @@
-"""In-process thread actors: one daemon thread and one FIFO queue per actor (SPEC §8).
+"""In-process thread actors: one daemon thread and one FIFO queue per actor.
 
 A framework-neutral building block for runtimes whose own actors cannot hold
 dstate's engine in the caller's memory (for example because they live in other

@@ -1,4 +1,4 @@
-"""The node's inbound door: decode untrusted bytes once and route them (SPEC §9).
+"""The node's inbound door: decode untrusted bytes once and route them.
 
 Every byte from the network passes through :class:`InboundRouter`. Garbage of
 any kind (malformed, oversized, unknown type or protocol version, failed

@@ -1,4 +1,4 @@
-"""The node shell: a registry of shards over one actor runtime (SPEC §7, §8, §10, §11).
+"""The node shell: a registry of shards over one actor runtime.
 
 A :class:`DStateNode` owns three kinds of actors on its runtime: one *inbox*
 (the node's network door; member of the cluster-wide group ``dstate.inbox``),
@@ -61,7 +61,7 @@ class _FeedTick:
 
 
 class DStateNode:
-    """One cluster member's replicated states (SPEC §11).
+    """One cluster member's replicated states (``docs/architecture.md#layers``).
 
     Args:
         runtime: the actor runtime this node runs on (already in its cluster).
@@ -74,7 +74,7 @@ class DStateNode:
             guarantee fresh incarnations in tests with a frozen clock).
         data_dir: a directory where the node records its last incarnation, so a
             fresh start after a restart never reuses one even if the clock stepped
-            back (SPEC §2.4); states without persistence benefit too.
+            back (``docs/protocol.md#generations``); states without persistence benefit too.
         ask_timeout: how long ``mutate`` waits for the shard's actor.
 
     Concurrency: every method is thread-safe.
@@ -135,7 +135,7 @@ class DStateNode:
     # -- registry -----------------------------------------------------------------
 
     def register(self, state_type: type[S], config: StateConfig | None = None) -> Shard[S]:
-        """Start replicating ``state_type`` on this node (SPEC §11).
+        """Start replicating ``state_type`` on this node (``docs/architecture.md#layers``).
 
         Loads the own shard from ``config.persistence`` if it holds one, then
         exchanges snapshots with every peer that has the state registered.
@@ -205,12 +205,12 @@ class DStateNode:
         return dict(self._shards)
 
     def health_check(self) -> SystemHealth:
-        """Every state's health; ``status`` is the worst (SPEC §10)."""
+        """Every state's health; ``status`` is the worst (``docs/diagnostics.md``)."""
         return SystemHealth.of([shard.health() for shard in list(self._shards.values())])
 
     @property
     def dropped_messages(self) -> Mapping[str, int]:
-        """Inbound messages dropped unread or refused by a shard, by reason (SPEC §9)."""
+        """Inbound messages dropped unread or refused by a shard, by reason."""
         counts = dict(self._router.drops)
         for shard in list(self._shards.values()):
             for reason, count in shard.drops().items():

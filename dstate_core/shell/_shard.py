@@ -224,7 +224,7 @@ class Shard(Generic[S]):
         *,
         on_stale: Literal["raise", "return"] = "raise",
     ) -> R:
-        """Run ``projection`` on views no older than ``max_staleness`` seconds (SPEC §4).
+        """Run ``projection`` on views no older than ``max_staleness`` seconds.
 
         Args:
             projection: gets the read-only view map (own entry included).
@@ -324,7 +324,7 @@ class Shard(Generic[S]):
             self._subscriptions = tuple(s for s in self._subscriptions if s is not subscription)
 
     def sync_status(self) -> list[PeerSyncStatus]:
-        """One row per peer (SPEC §10)."""
+        """One row per peer (``docs/diagnostics.md``)."""
         return self._engine.sync_status()
 
     def stale_peers(self, max_staleness: float) -> list[PeerSyncStatus]:
@@ -332,7 +332,7 @@ class Shard(Generic[S]):
         return self._engine.stale_peers(self._bound(max_staleness))
 
     def metrics(self) -> StateSyncMetrics:
-        """This shard's counters (SPEC §10)."""
+        """This shard's counters (``docs/diagnostics.md``)."""
         return self._engine.metrics(self._node.feed_batches_for(self.name))
 
     def drops(self) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""A manual clock for deterministic tests (SPEC §12)."""
+"""A manual clock for deterministic tests (``docs/testing.md``)."""
 
 from __future__ import annotations
 

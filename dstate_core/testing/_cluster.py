@@ -1,4 +1,4 @@
-"""The deterministic in-process cluster (SPEC §12): one TestClock, a seeded network.
+"""The deterministic in-process cluster (``docs/testing.md``): one TestClock, a seeded network.
 
 Everything runs in the calling thread. Messages move only when the network is
 driven: :meth:`DeterministicCluster.run_until_idle`, :meth:`~DeterministicCluster.advance`,

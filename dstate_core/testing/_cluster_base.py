@@ -1,4 +1,4 @@
-"""What every in-process cluster shares (SPEC §12): nodes by id, join, leave, crash, restart.
+"""What every in-process cluster shares: nodes by id, join, leave, crash, restart.
 
 Each adapter's ``local_cluster`` subclasses :class:`LocalClusterBase` and
 supplies how a node's runtime is made and how it leaves or crashes; the node

@@ -1,4 +1,4 @@
-"""Persistence doubles for tests (SPEC §6): an in-memory store and one that fails on demand.
+"""Persistence doubles for tests: an in-memory store and one that fails on demand.
 
 Both behave like a real backend: :meth:`InMemoryPersistence.save` keeps a
 *detached* plain copy of the state (``value.to_storage()``), and

@@ -312,7 +312,7 @@ class TestClusterEvents:
 
 
 class TestRuntime:
-    """One node of a :class:`SimNetwork`; implements ``ActorRuntime`` (SPEC §8).
+    """One node of a :class:`SimNetwork`; implements ``ActorRuntime``.
 
     ``TestRuntime(node_id, network)`` joins the network at once (the other
     live nodes get ``NodeJoined``); ``network.add_runtime(node_id)`` does the

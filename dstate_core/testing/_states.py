@@ -1,4 +1,4 @@
-"""Sample state types for tests and demos (SPEC §2, §12).
+"""Sample state types for tests and demos (``docs/state-model.md``).
 
 * :class:`TestState` — a simple state (every update is a full snapshot).
 * :class:`TestDeltaState` — a delta-aware state with private fields

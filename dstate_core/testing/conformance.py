@@ -1,4 +1,4 @@
-"""A pytest conformance suite for any :class:`~dstate_core.runtime.ActorRuntime` (SPEC §8).
+"""A pytest conformance suite for any :class:`~dstate_core.runtime.ActorRuntime`.
 
 Subclass :class:`RuntimeConformanceSuite` in a test module, name the subclass
 ``Test...`` and give it a ``harness`` fixture that yields a fresh

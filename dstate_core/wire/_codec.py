@@ -1,4 +1,4 @@
-"""The wire codec: :mod:`dstate_core.wire._messages` to bytes and back (SPEC §9).
+"""The wire codec: :mod:`dstate_core.wire._messages` to bytes and back.
 
 Only this module and :mod:`dstate_core.wire._frames` (what each message type's
 map holds) know the byte layout; the codec holds no state beyond its
@@ -95,7 +95,7 @@ def _claimed_source(data: object, tagged: bool) -> str | None:
 
 
 class WireCodec:
-    """Turns messages into frames and frames back into messages (SPEC §9).
+    """Turns messages into frames and frames back into messages (``docs/protocol.md#messages``).
 
     Args:
         secret: the cluster secret; when set, every frame carries an

@@ -1,4 +1,4 @@
-"""The messages nodes exchange (SPEC §9), as plain frozen dataclasses.
+"""The messages nodes exchange (``docs/protocol.md#messages``), as plain frozen dataclasses.
 
 These are what the engine produces and consumes; :mod:`dstate_core.wire._codec`
 turns them into bytes and back. Payloads are already-serialized state, view or

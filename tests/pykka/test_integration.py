@@ -1,4 +1,4 @@
-"""dstate end to end on Pykka threads: ``dstate_pykka.local_cluster`` (SPEC §3, §4, §7, §12).
+"""dstate end to end on Pykka threads: ``dstate_pykka.local_cluster``.
 
 Everything here runs in real time, so no test sleeps a fixed time hoping:
 each one polls for its condition with ``cluster.wait_until(predicate,
@@ -150,7 +150,7 @@ class Recorder:
         return any(n == node and old is not None and new is None for n, old, new in self.calls)
 
 
-# -- sync strategies (SPEC §3) -----------------------------------------------------------
+# -- sync strategies -----------------------------------------------------------
 
 
 @pytest.mark.parametrize("state_type", [TestState, TestDeltaState], ids=["simple", "delta"])
@@ -208,7 +208,7 @@ class TestSyncStrategies:
                 )
 
 
-# -- join and leave (SPEC §7) ------------------------------------------------------------
+# -- join and leave ------------------------------------------------------------
 
 
 class TestMembership:
@@ -257,7 +257,7 @@ class TestMembership:
             assert value_of(shards["a"].snapshot()["c"]) == 0
 
 
-# -- crash and restart (SPEC §7, §12) ----------------------------------------------------
+# -- crash and restart ----------------------------------------------------
 
 
 @pytest.mark.parametrize("persisted", [False, True], ids=["fresh", "persisted"])
@@ -355,7 +355,7 @@ class TestCrashRestart:
                 )
 
 
-# -- partition and heal (SPEC §7) --------------------------------------------------------
+# -- partition and heal --------------------------------------------------------
 
 
 class TestPartition:
@@ -421,7 +421,7 @@ class TestPartition:
             assert cluster.wait_until(sees(shards["b"], "a", gen_a, 5), DEADLINE)
 
 
-# -- subscribe (SPEC §4) -----------------------------------------------------------------
+# -- subscribe -----------------------------------------------------------------
 
 
 class TestSubscribe:
@@ -465,7 +465,7 @@ class TestSubscribe:
             assert len(cancelled.calls) == seen
 
 
-# -- concurrency (SPEC §4) ---------------------------------------------------------------
+# -- concurrency ---------------------------------------------------------------
 
 
 class TestConcurrency:
@@ -544,7 +544,7 @@ class TestConcurrency:
                 assert seen == sorted(set(seen)), node
 
 
-# -- bad input (SPEC §9) -----------------------------------------------------------------
+# -- bad input -----------------------------------------------------------------
 
 
 def _forged_snapshot(view: StateViewObject[Any], value: int) -> FullSnapshot:
@@ -697,7 +697,7 @@ class TestDroppedJoinProbe:
             assert shard_a.snapshot()["b"].synced_at == pytest.approx(0.1)
 
 
-# -- threads (SPEC §12) ------------------------------------------------------------------
+# -- threads ------------------------------------------------------------------
 
 
 class TestThreads:

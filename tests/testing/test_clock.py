@@ -1,4 +1,4 @@
-"""TestClock: the manual clock of the test kit (SPEC §11, §12)."""
+"""TestClock: the manual clock of the test kit."""
 
 from __future__ import annotations
 

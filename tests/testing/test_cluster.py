@@ -1,4 +1,4 @@
-"""The deterministic ``local_cluster`` (SPEC §12): nodes, driving, faults, counters, determinism."""
+"""The deterministic ``local_cluster``: nodes, driving, faults, counters, determinism."""
 
 from __future__ import annotations
 

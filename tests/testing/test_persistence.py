@@ -1,4 +1,4 @@
-"""InMemoryPersistence and FailingPersistence (SPEC §6)."""
+"""InMemoryPersistence and FailingPersistence."""
 
 from __future__ import annotations
 

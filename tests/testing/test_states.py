@@ -1,4 +1,4 @@
-"""The sample states of the test kit (SPEC §2, §12)."""
+"""The sample states of the test kit."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""dstate end to end on Thespian: ``dstate_thespian.local_cluster`` (SPEC §7, §12).
+"""dstate end to end on Thespian: ``dstate_thespian.local_cluster``.
 
 On multiprocTCPBase every node is its own actor system (admin, logger and
 gateway processes) on its own loopback port; the test process holds each node's

@@ -1,4 +1,4 @@
-"""Node processes: ``python -m dstate_thespian node`` on loopback (SPEC §7, §9, §12).
+"""Node processes: ``python -m dstate_thespian node`` on loopback.
 
 Every node here is its own process with its own actor system, driven through
 its stdin/stdout control channel (``tests/thespian/nodeproc.py``). Nothing

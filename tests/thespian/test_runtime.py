@@ -203,7 +203,7 @@ def capture_posts(runtime: ThespianRuntime) -> list[Parcel]:
 
 
 class TestGroupTables:
-    """Group tables count only from members; a peer's table goes when it leaves (SPEC §8, §9)."""
+    """Group tables count only from members; a peer's table goes when it leaves."""
 
     def test_tables_from_outside_the_cluster_are_dropped_and_counted(self) -> None:
         runtime = ThespianRuntime("me", "simpleSystemBase")

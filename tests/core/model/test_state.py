@@ -1,4 +1,4 @@
-"""The state model: class checks, registration checks, (de)serializers, storage (SPEC §2)."""
+"""The state model: class checks, registration checks, (de)serializers, storage."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Persistence as a node uses it: upgrades, early errors, incarnations (SPEC §2.4, §5, §6)."""
+"""Persistence as a node uses it: upgrades, early errors, incarnations."""
 
 from __future__ import annotations
 

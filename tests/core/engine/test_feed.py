@@ -1,4 +1,4 @@
-"""ChangeFeedAggregator (SPEC §3): dedup per (state, source), one batch per interval."""
+"""ChangeFeedAggregator: dedup per (state, source), one batch per interval."""
 
 from __future__ import annotations
 

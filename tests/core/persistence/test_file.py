@@ -1,4 +1,4 @@
-"""FilePersistence and the framed record codec (SPEC §6)."""
+"""FilePersistence and the framed record codec."""
 
 from __future__ import annotations
 

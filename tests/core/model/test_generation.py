@@ -1,4 +1,4 @@
-"""Generations, incarnations and the state envelopes (SPEC §2.4)."""
+"""Generations, incarnations and the state envelopes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DStateNode: registry, health, inbound garbage, lifecycle and shutdown (SPEC §7, §10, §11, §12).
+"""DStateNode: registry, health, inbound garbage, lifecycle and shutdown.
 
 Driven on the deterministic cluster: the network moves only in
 ``run_until_idle``/``advance`` (or a blocking call), and time is virtual.

@@ -1,4 +1,4 @@
-"""InboundRouter (SPEC §9): decode once, route per state, drop and count garbage."""
+"""InboundRouter: decode once, route per state, drop and count garbage."""
 
 from __future__ import annotations
 

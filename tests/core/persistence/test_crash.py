@@ -1,4 +1,4 @@
-"""Crash tests: SIGKILL a saving process at random moments, then load (SPEC §6).
+"""Crash tests: SIGKILL a saving process at random moments, then load.
 
 A child process (``_crash_child.py``) loops: mutate a counter, save it, print
 ``ACK <age>``. The parent kills it at a random moment after it starts

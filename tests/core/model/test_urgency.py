@@ -1,4 +1,4 @@
-"""SyncUrgency: the constants, delayed(), validation (SPEC §2.3)."""
+"""SyncUrgency: the constants, delayed(), validation."""
 
 from __future__ import annotations
 

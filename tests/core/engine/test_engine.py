@@ -1,6 +1,6 @@
-"""ShardEngine end to end through bytes (SPEC §2.3, §2.4, §3 to §7, §9, §10).
+"""ShardEngine end to end through bytes.
 
-Engines are wired by :class:`tests.core.engine_net.EngineNet`: every message
+Engines are wired by :class:`tests.core.engine.engine_net.EngineNet`: every message
 goes through the wire codec and an :class:`InboundRouter`, and time only moves
 when a test says so.
 """

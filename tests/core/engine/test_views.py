@@ -1,4 +1,4 @@
-"""ViewTable and PublishedViews (SPEC §4 fast path): O(1) freshness summary, immutability."""
+"""ViewTable and PublishedViews: O(1) freshness summary, immutability."""
 
 from __future__ import annotations
 

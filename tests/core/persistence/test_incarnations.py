@@ -1,4 +1,4 @@
-"""IncarnationFile: incarnations that never repeat across process restarts (SPEC §2.4)."""
+"""IncarnationFile: incarnations that never repeat across process restarts."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dstate_core import PersistError
 from dstate_core.model._generation import IncarnationSource
 from dstate_core.persistence._incarnations import IncarnationFile, PersistentIncarnationSource
 
-from .test_file_persistence import assert_read_only_refused
+from .test_file import assert_read_only_refused
 
 
 def test_nothing_stored(tmp_path: Path) -> None:

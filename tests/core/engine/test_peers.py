@@ -1,4 +1,4 @@
-"""Membership: members, departed nodes and the floors that guard a rejoin (SPEC §7)."""
+"""Membership: members, departed nodes and the floors that guard a rejoin."""
 
 from __future__ import annotations
 

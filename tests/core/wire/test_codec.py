@@ -1,4 +1,4 @@
-"""Tests for the wire codec (``dstate_core.wire._codec``, SPEC §9)."""
+"""Tests for the wire codec (``dstate_core.wire._codec``)."""
 
 from __future__ import annotations
 

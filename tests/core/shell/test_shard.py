@@ -1,4 +1,4 @@
-"""Shard: query fast/slow paths, mutation, snapshot/state, subscribe, diagnostics (SPEC §4, §10).
+"""Shard: query fast/slow paths, mutation, snapshot/state, subscribe, diagnostics.
 
 Everything runs on the deterministic cluster: messages move only when the test
 drives the network, and time is virtual.

@@ -1,4 +1,4 @@
-"""Config objects: defaults, constructors and validation (SPEC §3, §4, §5)."""
+"""Config objects: defaults, constructors and validation."""
 
 from __future__ import annotations
 

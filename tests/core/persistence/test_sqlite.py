@@ -1,4 +1,4 @@
-"""SqlitePersistence: rows, checksums, the delta log and its replay (SPEC §6)."""
+"""SqlitePersistence: rows, checksums, the delta log and its replay."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from dstate_core import (
 from dstate_core.persistence._records import DELTA_MAGIC, STATE_MAGIC, encode_frame
 from dstate_core.persistence._sqlite import SqlitePersistence, state_delta_hook
 
-from .test_file_persistence import assert_read_only_refused, state_dicts
+from .test_file import assert_read_only_refused, state_dicts
 
 INCARNATION = 1_700_000_000_123
 

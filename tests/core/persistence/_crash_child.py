@@ -1,4 +1,4 @@
-"""A process the crash tests SIGKILL while it saves (see test_persistence_crash.py).
+"""A process the crash tests SIGKILL while it saves (see test_crash.py).
 
 Usage: ``python _crash_child.py KIND PATH INCARNATION``, KIND one of ``file``,
 ``sqlite``, ``sqlite-delta`` or ``incarnation``.

@@ -1,4 +1,4 @@
-"""The receiver rules table (SPEC §2.4): judge() row by row and against an oracle."""
+"""The receiver rules table: judge() row by row and against an oracle."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ LOCAL = G(100, 5)
 
 
 def spec_verdict(kind: Kind, incoming: Generation, local: Generation | None) -> Verdict:
-    """SPEC §2.4 written out independently of the engine's table."""
+    """The receiver rules written out independently of the engine's table."""
     if local is None:
         return Verdict.REPLACE if kind is SNAP else Verdict.GAP
     same_life = incoming.incarnation == local.incarnation

@@ -1,4 +1,4 @@
-"""Properties of the engine under arbitrary message fates (SPEC §2.2, §2.4, §2.3, §6).
+"""Properties of the engine under arbitrary message fates.
 
 (a) Whatever subset of an owner's messages reaches a peer, in whatever order and
     with duplicates, the peer's view never goes back, always equals what the
