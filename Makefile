@@ -34,7 +34,7 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 soak: $(STAMP)
-	DSTATE_SOAK=1 $(PY) -m pytest -q tests/simulation tests/core/persistence/test_crash.py
+	DSTATE_SOAK=1 $(PY) -m pytest -q tests/simulation tests/core/persistence/test_crash.py tests/fuzz
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,bench]'

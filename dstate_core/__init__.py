@@ -37,11 +37,11 @@ from .model._errors import (
     TypeMismatchError,
 )
 from .model._generation import Generation, StateObject, StateViewObject
+from .model._persistence import StatePersistence
 from .model._state import DeltaDistributedState, DistributedState
 from .model._urgency import SyncUrgency
 from .persistence._file import FilePersistence
 from .persistence._incarnations import IncarnationFile
-from .persistence._protocol import StatePersistence
 from .persistence._sqlite import SqlitePersistence
 from .runtime._protocol import (
     ActorAskTimeout,

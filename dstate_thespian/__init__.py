@@ -20,8 +20,11 @@ Importing this package sets Thespian's convention timing (see
 member or leader is then reported within about 6 s.
 
 Thespian unpickles every message its TCP ports receive and listens on every
-interface (``host`` only sets the address it advertises): run its actor
-systems on a network only cluster members can reach (``docs/security.md``).
+interface (``host`` only sets the address it advertises). Importing this
+package makes that unpickling restricted, so no frame can run code (in every
+process Thespian forks from here), but Thespian's own messages stay
+unauthenticated: run its actor systems on a network only cluster members can
+reach (``docs/security.md``).
 """
 
 from dstate_core.process import NodeHandleError

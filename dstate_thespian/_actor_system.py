@@ -21,7 +21,7 @@ from typing import Any
 from dstate_core.process import children, descendants, pid_alive, port_open
 from dstate_core.process import stat as _stat
 
-from ._protocol import CAP_GATEWAY, CAP_INCARNATION, CAP_NODE
+from ._gateway import CAP_GATEWAY, CAP_INCARNATION, CAP_NODE
 from ._thespian import CONVENTION_ADDRESS, GatewayActor, start_system
 
 __all__ = [

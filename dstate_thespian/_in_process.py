@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from dstate_core.model import NodeShutdownError
 from dstate_core.runtime import TimerScheduler
 
-from ._protocol import CAP_GATEWAY, CAP_INCARNATION, CAP_NODE
+from ._gateway import CAP_GATEWAY, CAP_INCARNATION, CAP_NODE
 from ._thespian import GatewayActor, convention_update, exit_request, named_address, start_system
 
 __all__ = ["InProcessConvention"]

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._protocol import Attached, Batch, Parcel
+from ._gateway import Attached, Batch, Parcel
 
 if TYPE_CHECKING:
     from ._in_process import InProcessConvention

@@ -4,7 +4,7 @@ One runtime is one node. Its *local* actors (what :meth:`ThespianRuntime.spawn`
 creates, so dstate's shards) are thread actors in this process: a fast-path
 query is answered from this process's memory. Everything between nodes travels
 over Thespian: this process talks to its node's *gateway* actor (see
-:mod:`dstate_thespian._link`), gateways forward :class:`~._protocol.Parcel` s
+:mod:`dstate_thespian._link`), gateways forward :class:`~dstate_core.runtime.Parcel` s
 to each other, and membership comes from the Thespian convention.
 
 * multiprocTCPBase: each runtime starts its own actor system on its own admin
@@ -33,9 +33,9 @@ from dstate_core.runtime import (
 )
 
 from ._actor_system import TcpSystem
+from ._gateway import Attach, Attached, Batch, View
 from ._in_process import InProcessConvention
 from ._link import Link, SimpleLink, TcpLink
-from ._protocol import Attach, Attached, Batch, View
 from ._thespian import address_port
 
 if TYPE_CHECKING:

@@ -12,6 +12,9 @@ Everything else in :mod:`dstate_thespian` goes through the names below; only
 multiproc bases). There it also watches the node process it serves: Thespian
 daemonises the actor system, so without the watch a ``kill -9`` of that
 process would leave the system running and the node a member forever.
+
+It also installs :mod:`dstate_thespian._unpickle`, the restricted unpickler of
+Thespian's TCP transport, so a frame on any Thespian port cannot run code.
 """
 
 from __future__ import annotations
@@ -26,8 +29,7 @@ from typing import Any
 
 from dstate_core.process import children, kill_pids, pid_alive, start_time, stat
 
-from ._gateway import GatewayCore, Notify, Send, Wake
-from ._protocol import Attach, Batch, Parcel, Roster
+from ._gateway import Attach, Batch, GatewayCore, Notify, Parcel, Roster, Send, Wake
 
 __all__ = [
     "CONVENTION_ADDRESS",
@@ -106,6 +108,11 @@ def failure_detection_bound() -> float:
 
 
 from thespian import actors as _ta  # type: ignore[import-untyped]  # noqa: E402
+
+from ._unpickle import install as _install_restricted_unpickler  # noqa: E402
+
+# Before any actor system starts: every process Thespian forks from here inherits it.
+_install_restricted_unpickler()
 
 
 def start_system(base: str, capabilities: dict[str, Any]) -> Any:

@@ -69,7 +69,10 @@ from ._pulls import PullTracker
 from ._receive import Receiver
 from ._views import PublishedViews, ViewTable
 
-__all__ = ["Mutation", "ShardEngine"]
+__all__ = ["DEFAULT_MAX_CLOCK_SKEW", "Mutation", "ShardEngine"]
+
+#: Seconds a peer's incarnation may be ahead of this node's clock (see ``max_clock_skew``).
+DEFAULT_MAX_CLOCK_SKEW = 300.0
 
 S = TypeVar("S", bound=DistributedState)
 
@@ -105,6 +108,8 @@ class ShardEngine(Generic[S]):
         node_id: this node's id.
         clock: the only source of time.
         codec: encodes outgoing messages (with the cluster secret, if any).
+        max_clock_skew: how far (s) a peer's incarnation may be ahead of this
+            node's wall clock before its updates are refused as forged.
 
     Raises:
         TypeError, ValueError: ``state_type`` cannot be registered.
@@ -119,6 +124,8 @@ class ShardEngine(Generic[S]):
         node_id: str,
         clock: Clock,
         codec: WireCodec,
+        *,
+        max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW,
     ) -> None:
         validate_state_type(state_type)
         self.state_type = state_type
@@ -154,6 +161,7 @@ class ShardEngine(Generic[S]):
             self._statuses,
             self._metrics,
             self._pulls,
+            max_clock_skew,
         )
         self._publisher = Publisher(
             self._kind, config.sync_strategy, node_id, codec, self._metrics, clock
@@ -362,6 +370,7 @@ class ShardEngine(Generic[S]):
         self._publisher.set_peer_count(len(self._peers))
         old = self._views.remove(node)
         self._statuses.discard(node)
+        self._receiver.forget(node)
         log.info("state %r: peer %r left; its view is removed", self.name, node)
         actions = self._pulls.forget(node)
         if old is not None:

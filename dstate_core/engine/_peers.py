@@ -68,6 +68,10 @@ class Membership:
         """The view of ``node`` at ``generation`` was removed while it stays a member."""
         self._floors[node] = generation
 
+    def forget_floor(self, node: str) -> None:
+        """The owner itself said which generation it holds: no floor guards ``node`` now."""
+        self._floors.pop(node, None)
+
     def floor(self, node: str) -> Generation | None:
         """The newest generation held of ``node`` before its view went, if any."""
         return self._floors.get(node)

@@ -8,7 +8,8 @@ settled, with the reasons of those that failed.
 A *probe* is the pull a shard sends to a new member it holds no view of (the
 join exchange): the member may not host the state at all, so a probe that
 times out is no failure. While a member stays without a view, the probe is
-retried with a doubling delay, so a lost join exchange repairs itself
+retried, first after half a second and then with a doubling delay, so a lost
+join exchange repairs itself within a second or two
 (``docs/protocol.md#join-and-leave``).
 """
 
@@ -37,6 +38,10 @@ __all__ = ["PROBE_BACKOFF_CAP", "Pull", "PullTracker"]
 
 #: Longest wait (s) between retries of a lost join exchange with a member.
 PROBE_BACKOFF_CAP = 30.0
+#: A probe's own timeout (s), at most: a lost join exchange is noticed and retried fast.
+PROBE_TIMEOUT = 1.0
+#: The first retry's delay (s); it doubles up to :data:`PROBE_BACKOFF_CAP`.
+PROBE_FIRST_RETRY = 0.5
 
 
 @dataclass(slots=True)
@@ -101,6 +106,16 @@ class PullTracker:
         """True while a pull to ``node`` is waiting for its reply."""
         return node in self._pulls
 
+    def is_in_flight(self, node: str, request_id: int) -> bool:
+        """True if ``request_id`` is the pull to ``node`` waiting for its reply."""
+        pull = self._pulls.get(node)
+        return pull is not None and pull.request_id == request_id
+
+    @property
+    def last_request_id(self) -> int:
+        """The id of the latest pull sent (ids grow: a later pull has a larger one)."""
+        return self._next_request
+
     def ensure(self, node: str, *, probe: bool) -> list[Action]:
         """Start a pull to ``node`` unless one is in flight.
 
@@ -120,7 +135,8 @@ class PullTracker:
         self._pulls[node] = Pull(request_id, self._clock.now(), probe)
         data = self._codec.encode(RequestSnapshot(self._state_name, self._node_id, request_id))
         self.bytes_sent += len(data)
-        actions += [SendTo(node, data), StartTimer(PullTimer(node, request_id), self._timeout)]
+        timeout = min(self._timeout, PROBE_TIMEOUT) if probe else self._timeout
+        actions += [SendTo(node, data), StartTimer(PullTimer(node, request_id), timeout)]
         return actions
 
     def settle(
@@ -172,11 +188,11 @@ class PullTracker:
         return []
 
     def _retry_probe(self, node: str) -> StartTimer:
-        """Ask again later for the snapshot of a member we have no view of (the join
+        """Ask again soon for the snapshot of a member we have no view of (the join
         exchange may have been lost); the delay doubles up to :data:`PROBE_BACKOFF_CAP`."""
         failures = self._probe_failures.get(node, 0) + 1
         self._probe_failures[node] = failures
-        delay = min(PROBE_BACKOFF_CAP, self._timeout * 2 ** (failures - 1))
+        delay = min(PROBE_BACKOFF_CAP, PROBE_FIRST_RETRY * 2 ** (failures - 1))
         return StartTimer(ProbeTimer(node), delay)
 
     def forget(self, node: str) -> list[Action]:

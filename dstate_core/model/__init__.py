@@ -41,6 +41,7 @@ from ._errors import (
     TypeMismatchError,
 )
 from ._generation import Generation, IncarnationSource, StateObject, StateViewObject
+from ._persistence import StatePersistence
 from ._state import DeltaDistributedState, DistributedState, validate_state_type
 from ._urgency import SyncUrgency
 
@@ -71,6 +72,7 @@ __all__ = [
     "StateHealth",
     "StateNotRegisteredError",
     "StateObject",
+    "StatePersistence",
     "StateSyncMetrics",
     "StateViewObject",
     "SyncStrategy",

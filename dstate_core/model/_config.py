@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..persistence._protocol import StatePersistence
+    from ._persistence import StatePersistence
 
 __all__ = [
     "ChangeFeedConfig",

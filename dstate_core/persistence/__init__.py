@@ -7,10 +7,10 @@ last incarnation so a fresh start never reuses one. The engine never calls a
 backend: the shell does, when the engine asks (see ``docs/persistence.md``).
 """
 
+from ..model._persistence import StatePersistence
 from ._file import FilePersistence
 from ._incarnations import IncarnationFile
 from ._own_shard import load_or_fresh, save_or_raise
-from ._protocol import StatePersistence
 from ._sqlite import SqlitePersistence
 
 __all__ = [

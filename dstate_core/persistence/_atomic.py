@@ -159,8 +159,12 @@ def probe_writable(path: Path, where: str) -> None:
             os.close(fd)
         os.unlink(temp)
     except OSError as exc:
+        with contextlib.suppress(OSError):  # created but not written (say, ENOSPC)
+            os.unlink(temp)
         raise PersistError(
-            f"{where}: directory {str(path.parent)!r} is not writable: {exc.strerror or exc}"
+            f"{where}: directory {str(path.parent)!r} is not writable: {exc.strerror or exc}; "
+            "make it writable by this process (its owner and permissions, free space, or "
+            "remount the file system read-write), or store the state in another directory"
         ) from exc
 
 

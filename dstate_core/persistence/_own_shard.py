@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 from ..model._clock import Clock
 from ..model._errors import ForeignRecordError, MutationError, NewerRecordError, PersistError
 from ..model._generation import Generation, IncarnationSource, StateObject
+from ..model._persistence import StatePersistence
 from ..model._state import DistributedState
-from ._protocol import StatePersistence
 
 __all__ = ["load_or_fresh", "save_or_raise"]
 

@@ -1,7 +1,7 @@
 """The node process: one dstate node as an operating-system process, and its handle.
 
-What ``python -m dstate_thespian node`` and ``python -m dstate_pykka node``
-share: the options every node takes (:func:`add_node_options`), the node's
+What a runtime's node command (``python -m dstate_thespian node``) needs and
+any other runtime's can share: the options every node takes (:func:`add_node_options`), the node's
 life as a process with signals and a clean stop (:class:`NodeProcess`), its
 JSON-lines control channel on stdin/stdout (:class:`Controller`), and
 :class:`NodeHandle`, which starts such a process and drives it from Python

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from ..engine._actions import Action, Broadcast, StartTimer
-from ..engine._engine import ShardEngine
+from ..engine._engine import DEFAULT_MAX_CLOCK_SKEW, ShardEngine
 from ..engine._events import PeerJoined, PeerLeft
 from ..engine._feed import ChangeFeedAggregator
 from ..model._clock import Clock, SystemClock
@@ -76,6 +76,10 @@ class DStateNode:
             fresh start after a restart never reuses one even if the clock stepped
             back (``docs/protocol.md#generations``); states without persistence benefit too.
         ask_timeout: how long ``mutate`` waits for the shard's actor.
+        max_clock_skew: how far (s) a peer's incarnation may run ahead of this
+            node's wall clock; updates claiming a later one are refused, counted
+            (``future_generation``) and logged. Raise it if your hosts' clocks
+            disagree by more (``docs/protocol.md#forged-generations``).
 
     Concurrency: every method is thread-safe.
     """
@@ -91,6 +95,7 @@ class DStateNode:
         incarnations: IncarnationSource | None = None,
         data_dir: str | os.PathLike[str] | None = None,
         ask_timeout: float = 30.0,
+        max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW,
     ) -> None:
         node_id = getattr(runtime, "node_id", None)
         if not isinstance(node_id, str) or not node_id or len(node_id) > MAX_NAME_LENGTH:
@@ -104,6 +109,15 @@ class DStateNode:
             raise TypeError(f"clock must implement Clock (now, wall_ms), got {clock!r}")
         if ask_timeout <= 0:
             raise ValueError(f"ask_timeout must be > 0 seconds, got {ask_timeout!r}")
+        if (
+            isinstance(max_clock_skew, bool)
+            or not isinstance(max_clock_skew, int | float)
+            or not 0 <= max_clock_skew < float("inf")
+        ):
+            raise ValueError(
+                f"max_clock_skew must be a finite number of seconds >= 0, got {max_clock_skew!r}"
+            )
+        self._max_clock_skew = float(max_clock_skew)
         self.runtime = runtime
         self.node_id: str = node_id
         self.clock: Clock = clock or SystemClock()
@@ -163,7 +177,14 @@ class DStateNode:
         with self._lock:
             if state_type.NAME in self._shards:
                 raise DuplicateNameError(state_type.NAME)
-            engine = ShardEngine(state_type, config, self.node_id, self.clock, self._codec)
+            engine = ShardEngine(
+                state_type,
+                config,
+                self.node_id,
+                self.clock,
+                self._codec,
+                max_clock_skew=self._max_clock_skew,
+            )
             own = load_or_fresh(state_type, store, self.clock, self._incarnations)
             shard = Shard(self, engine, own, self._ask_timeout)
             self._shards[state_type.NAME] = shard

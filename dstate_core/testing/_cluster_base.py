@@ -106,7 +106,8 @@ class LocalClusterBase:
             self.close()
             raise
 
-    #: The adapter's network (set by the subclass before ``_start``).
+    #: The adapter's network (set by a subclass that has one, before ``_start``; one
+    #: without overrides :attr:`messages_sent` and :attr:`bytes_sent`).
     network: ClusterNetwork
     #: The partitions (and link faults, where the network simulates them) of the cluster.
     faults: FaultModel

@@ -25,6 +25,7 @@ request_id (int >= 0); ``f`` a list of notifications, each
 from __future__ import annotations
 
 import enum
+import reprlib
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -127,12 +128,22 @@ class WireDecodeError(DStateError):
 
 
 def describe(value: object) -> str:
+    """A short description of a peer's value for an error message (never raises)."""
     if isinstance(value, str | bytes | bytearray | list | dict) and len(value) > 60:
         return f"{type(value).__name__} of length {len(value)}"
-    text = repr(value)
+    try:
+        text = _SHORT.repr(value)
+    except RecursionError:  # nesting too deep even for a bounded repr
+        text = "(deeply nested)"
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{type(value).__name__} {text}"
+
+
+#: Bounded reprs: a peer's value may be nested thousands of levels deep.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel = 3
+_SHORT.maxstring = _SHORT.maxother = 60
 
 
 def malformed(detail: str) -> NoReturn:

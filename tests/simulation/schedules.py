@@ -1,13 +1,15 @@
 """Seeded random schedules over the deterministic cluster, with invariants checked at each step.
 
-One schedule = one seed: a 3-4 node cluster, one state type, one strategy, and
+One schedule = one seed: a 3-6 node cluster, one state type, one strategy, and
 a random sequence of mutations, time steps, faults, partitions, crashes,
 restarts (with and without persistence), leaves and joins. After every step:
 
 * no replica's view of a peer ever moves to an older generation (within one
   lifetime of the observing node), so no departed incarnation reappears;
 * a node that left (cleanly, or crashed past the failure timeout) and has not
-  come back is in no live node's view map.
+  come back is in no live node's view map;
+* a node restarted on its store resumes exactly the last mutation it
+  acknowledged (no acknowledged mutation is ever lost).
 
 At the end the network is healed, and after periodic sync (where configured),
 one pull-on-query round and ``run_until_idle`` every live node's view of every
@@ -54,7 +56,7 @@ class Schedule:
     """One seeded run; :meth:`run` raises :class:`InvariantViolation` on a bug."""
 
     seed: int
-    steps: int = 40
+    steps: int = 60
     log: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -62,12 +64,14 @@ class Schedule:
         rng = self.rng
         self.state_type = rng.choice(STATE_TYPES)
         self.strategy_name = rng.choice(sorted(STRATEGIES))
-        self.node_ids = [f"n{i}" for i in range(rng.choice((3, 3, 4)))]
+        self.node_ids = [f"n{i}" for i in range(rng.choice((3, 3, 4, 5, 6)))]
         self.stores = {node: InMemoryPersistence() for node in self.node_ids}
         self.persistent = {node: rng.random() < 0.5 for node in self.node_ids}
         self.crashed: dict[str, float] = {}
         self.removed: set[str] = set()
         self.highest: dict[tuple[int, str], Generation] = {}
+        #: The last mutation each node acknowledged while its store kept it.
+        self.acked: dict[str, tuple[Generation, Any]] = {}
 
     # -- set-up -------------------------------------------------------------------
 
@@ -100,15 +104,17 @@ class Schedule:
         rng = self.rng
         if self.state_type is TestState:
             amount = rng.randint(1, 9)
-            shard.mutate(TestState.increment(amount))
+            generation = shard.mutate(TestState.increment(amount))
             self.log.append(f"{node}.mutate(+{amount})")
-            return
-        prefix = ""
-        if self.state_type is UrgentDeltaState:
-            prefix = rng.choice(("", "", "now:", "late:", "quiet:"))
-        key = f"{prefix}k{rng.randint(0, 3)}"
-        shard.mutate_with_delta(self.state_type.bump(key, rng.randint(1, 5)))
-        self.log.append(f"{node}.bump({key})")
+        else:
+            prefix = ""
+            if self.state_type is UrgentDeltaState:
+                prefix = rng.choice(("", "", "now:", "late:", "quiet:"))
+            key = f"{prefix}k{rng.randint(0, 3)}"
+            generation = shard.mutate_with_delta(self.state_type.bump(key, rng.randint(1, 5)))
+            self.log.append(f"{node}.bump({key})")
+        if self.persistent[node]:
+            self.acked[node] = (generation, shard.state.value.model_copy(deep=True))
 
     def step(self) -> None:
         rng, cluster = self.rng, self.cluster
@@ -156,6 +162,7 @@ class Schedule:
                 # A lifetime without persistence must not leave an older record behind
                 # for a later persistent restart to resume from.
                 self.stores[node].clear()
+                self.acked.pop(node, None)
             if node in self.removed:
                 cluster.add_node(node)
             else:
@@ -164,6 +171,13 @@ class Schedule:
             self.removed.discard(node)
             self.register(node)
             self.log.append(f"restart({node}, persistent={self.persistent[node]})")
+            acked = self.acked.get(node)
+            own = self.shard(node).state
+            if acked is not None and (own.generation, own.value) != acked:
+                self.fail(
+                    f"{node} acknowledged {acked[0]} {acked[1]!r} but resumed at "
+                    f"{own.generation} {own.value!r}"
+                )
         elif roll < 0.95 and len(live) > 2:
             node = rng.choice(live)
             cluster.remove_node(node)

@@ -7,16 +7,20 @@ from typing import Any
 import pytest
 
 from dstate_core.runtime import Kind, Parcel
-from dstate_thespian._gateway import Effect, GatewayCore, Notify, Send, Wake
-from dstate_thespian._protocol import (
+from dstate_thespian._gateway import (
     CAP_GATEWAY,
     CAP_INCARNATION,
     CAP_NODE,
     Attach,
     Attached,
     Batch,
+    Effect,
+    GatewayCore,
+    Notify,
     Roster,
+    Send,
     View,
+    Wake,
 )
 
 

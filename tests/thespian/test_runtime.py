@@ -28,7 +28,7 @@ from dstate_thespian import (
     ThespianRuntime,
     stop_system,
 )
-from dstate_thespian._protocol import View
+from dstate_thespian._gateway import View
 from dstate_thespian._thespian import start_system
 
 from .harness import wait_until

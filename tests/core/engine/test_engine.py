@@ -633,7 +633,14 @@ class TestReceiverRules:
         net.deliver("b", join_snapshot)
         assert b.metrics().stale_deltas_discarded == base + 3
         assert peer_view(net, "b", "a") is view
-        assert net.queue == type(net.queue)()
+        # Older updates contradict the view: b asks a once (one pull in flight), a confirms.
+        asked = [net.codec.decode(data) for dst, data in net.queue]
+        assert [(type(m).__name__, dst) for m, (dst, _) in zip(asked, net.queue)] == [
+            ("RequestSnapshot", "a")
+        ]
+        net.run()
+        assert peer_view(net, "b", "a").generation == view.generation
+        assert b.drops.get("unproduced_generation") is None
 
     def test_age_gap_requests_a_snapshot_and_heals(self) -> None:
         net = EngineNet(TestDeltaState, ["a", "b"])
@@ -703,7 +710,11 @@ class TestReceiverRules:
         net.deliver("b", stale)
         assert b.metrics().stale_deltas_discarded == base + 1
         assert peer_view(net, "b", "a") is new
-        assert sent_since(net, mark, src="b", kind=RequestSnapshot) == []
+        # It contradicts the view, so b asks a, whose answer is its new lifetime.
+        assert len(sent_since(net, mark, src="b", kind=RequestSnapshot)) == 1
+        net.run()
+        assert peer_view(net, "b", "a").generation == new.generation
+        assert b.drops.get("unproduced_generation") is None
 
     def test_older_incarnation_delta_is_discarded(self) -> None:
         net = EngineNet(TestDeltaState, ["a", "b"])
@@ -717,7 +728,9 @@ class TestReceiverRules:
         assert b.metrics().stale_deltas_discarded == base.stale_deltas_discarded + 1
         assert b.metrics().age_gaps_detected == 0
         assert peer_view(net, "b", "a") is view
-        assert not net.queue
+        assert [dst for dst, _ in net.queue] == ["a"]  # a pull: the owner confirms its view
+        net.run()
+        assert peer_view(net, "b", "a").generation == view.generation
 
     def test_equal_generation_snapshot_only_refreshes_synced_at(self) -> None:
         net = EngineNet(TestState, ["a", "b"])
@@ -764,16 +777,34 @@ class TestReceiverRules:
         assert last_error is not None and "dict" in last_error
         assert net.engine("b").metrics().sync_failures >= 1
 
-    def test_a_pull_reply_older_than_the_announcement_fails_the_query(self) -> None:
+    def test_an_announcement_its_owner_never_made_is_overruled(self) -> None:
         net = EngineNet(TestState, ["a", "b"], feed_config())
         net.run()
         b = net.engine("b")
-        announced = net.engine("a").own.generation.next().next()
+        real = net.engine("a").own.generation
+        announced = real.next().next()
         note = ChangeNotification(TestState.NAME, "a", announced)
         net.apply("b", b.handle(ChangeAnnounced(note)))
         assert peer_view(net, "b", "a").pending_remote_generation == announced
         net.query("b", 1, 100.0)
-        net.run()  # a is still at its old generation
+        net.run()  # a answers with what it really holds: the mark was never its own
+        assert net.nodes["b"].finished[1].failures == ()
+        assert peer_view(net, "b", "a").pending_remote_generation is None
+        assert peer_view(net, "b", "a").generation == real
+        assert b.drops["unproduced_generation"] == 1
+        assert b.stale_peers(100.0) == []
+
+    def test_a_reply_to_a_pull_sent_before_the_announcement_fails_the_query(self) -> None:
+        net = EngineNet(TestState, ["a", "b"], feed_config())
+        net.run()
+        b = net.engine("b")
+        net.clock.advance(10.0)
+        net.query("b", 1, 1.0)  # the pull leaves before the announcement arrives
+        announced = net.engine("a").own.generation.next().next()
+        net.apply(
+            "b", b.handle(ChangeAnnounced(ChangeNotification(TestState.NAME, "a", announced)))
+        )
+        net.run()
         [(peer, reason)] = net.nodes["b"].finished[1].failures
         assert peer == "a"
         assert "announced" in reason
@@ -907,13 +938,19 @@ class TestPushModes:
 
     def test_feed_announcement_of_an_unknown_view_pulls_it(self) -> None:
         net = EngineNet(TestState, ["a"], feed_config(), batch_interval=0.5)
-        net.link_filter = lambda s, d, data: d != "b"  # b misses the join exchange
+
+        def lost(src: str, dst: str, data: bytes) -> bool:
+            asks = src == "b" and isinstance(net.codec.decode(data), RequestSnapshot)
+            return dst != "b" and not asks
+
+        net.link_filter = lost  # b misses the join exchange, and its probes are lost
         net.add("b")
         net.run()
-        net.link_filter = None
         assert peer_view(net, "b", "a") is None
-        net.advance(6.0)  # the join probe times out: no failure, the peer may lack the state
+        net.advance(6.0)  # the join probes time out: no failure, the peer may lack the state
+        assert peer_view(net, "b", "a") is None
         assert net.engine("b").metrics().sync_failures == 0
+        net.link_filter = None
         mark = len(net.log)
         net.mutate("a", TestState.increment(3))
         net.advance(0.6)
@@ -1566,13 +1603,13 @@ class TestMembership:
         net = EngineNet(TestState, ["a"], StateConfig(pull_timeout=1.0))
         net.link_filter = lambda s, d, data: False
         net.add("b")
-        net.advance(1.05)  # the join probes time out
+        net.advance(1.05)  # the join probes time out (after at most 1 s)
         probe = ProbeTimer("b")
         first = net.timer_due("a", TestState.NAME, probe)
-        assert first is not None and first == pytest.approx(1.0 + 1.0, abs=0.1)
-        net.advance(2.0)  # the retry times out too: the delay doubles
+        assert first is not None and first == pytest.approx(1.0 + 0.5, abs=0.1)
+        net.advance(1.5)  # the retry times out too: the delay doubles
         second = net.timer_due("a", TestState.NAME, probe)
-        assert second is not None and second == pytest.approx(3.0 + 2.0, abs=0.1)
+        assert second is not None and second == pytest.approx(2.5 + 1.0, abs=0.1)
         assert net.engine("a").metrics().sync_failures == 0
         net.link_filter = None
         net.advance(5.0)

@@ -36,7 +36,7 @@ from ._crash_child import PAD, CrashCounter, open_backend
 CHILD = Path(__file__).with_name("_crash_child.py")
 INCARNATION = 1_700_000_000_000
 KINDS = ["file", "sqlite", "sqlite-delta", "incarnation"]
-DEFAULT_KILLS = 30
+DEFAULT_KILLS = 50
 SOAK_KILLS = 300
 MAX_DELAY = 0.03  # seconds between the first ACK and the kill
 CHILD_TIMEOUT = 20.0
@@ -184,7 +184,7 @@ SOAK = os.environ.get("DSTATE_SOAK") == "1"
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_sigkill_never_loses_an_acknowledged_save(kind: str, tmp_path: Path) -> None:
-    """30 SIGKILLs per backend (300 under DSTATE_SOAK=1, i.e. `make soak`)."""
+    """50 SIGKILLs per backend (300 under DSTATE_SOAK=1, i.e. `make soak`)."""
     kills = SOAK_KILLS if SOAK else DEFAULT_KILLS
     seed = (1000 if SOAK else 1) + KINDS.index(kind)
     results = run_kills(kind, tmp_path, kills, seed=seed)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-from ..model._errors import PersistError
-from ..model._generation import StateObject
+from ._errors import PersistError
+from ._generation import StateObject
 
 __all__ = ["PersistError", "StatePersistence"]
 
