@@ -71,7 +71,7 @@ class ThespianCluster(LocalClusterBase):
         self.faults = FaultModel(failure_timeout)
         self.convention: InProcessConvention | None = None
         if system_base == "simpleSystemBase":
-            self.convention = InProcessConvention(failure_timeout)
+            self.convention = InProcessConvention(self.faults.failure_timeout)
         self._start()
 
     # -- what LocalClusterBase needs ---------------------------------------------------

@@ -30,7 +30,7 @@ from ._events import ClusterEventSource, ClusterEventsView, EventCallback, Subsc
 from ._faults import FaultModel, non_negative_seconds
 from ._groups import LocalGroups
 from ._parcel_runtime import ParcelRuntime
-from ._parcels import ALL_PEERS, WANT_GROUPS, Kind, Parcel, decode_groups, encode_groups
+from ._parcels import ALL_PEERS, WANT_GROUPS, Parcel, ParcelKind, decode_groups, encode_groups
 from ._protocol import (
     ActorAskTimeout,
     ActorRef,
@@ -74,7 +74,6 @@ __all__ = [
     "EventCallback",
     "FaultModel",
     "Handler",
-    "Kind",
     "LocalActor",
     "LocalActors",
     "LocalGroups",
@@ -82,6 +81,7 @@ __all__ = [
     "NodeLeft",
     "NodeShutdownError",
     "Parcel",
+    "ParcelKind",
     "ParcelRuntime",
     "PendingReply",
     "RateLimitedLog",

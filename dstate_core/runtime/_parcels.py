@@ -22,8 +22,8 @@ __all__ = [
     "MAX_GROUPS",
     "MAX_NAME",
     "WANT_GROUPS",
-    "Kind",
     "Parcel",
+    "ParcelKind",
     "decode_groups",
     "encode_groups",
 ]
@@ -31,7 +31,7 @@ __all__ = [
 #: ``Parcel.dst`` for "every peer".
 ALL_PEERS = "*"
 
-#: ``Parcel.ref`` of a :attr:`Kind.GROUPS` parcel that asks the receiver for its table back.
+#: ``Parcel.ref`` of a :attr:`ParcelKind.GROUPS` parcel asking the receiver for its table.
 WANT_GROUPS = "want-groups"
 
 #: Caps on a peer's group table (it is peer input).
@@ -39,7 +39,7 @@ MAX_GROUPS = 10_000
 MAX_NAME = 1_000
 
 
-class Kind:
+class ParcelKind:
     """Values of :attr:`Parcel.kind`."""
 
     #: Bytes for the actor called ``name`` on node ``dst``.
@@ -65,7 +65,7 @@ class Parcel:
         src, src_inc: the sending node and its runtime incarnation (a random
             id per runtime instance: a restarted node has a new one).
         dst: the receiving node, or :data:`ALL_PEERS`.
-        kind: one of :class:`Kind`.
+        kind: one of :class:`ParcelKind`.
         name: the target actor (or group) name.
         body: the payload.
         ref: pairs an ask with its reply.

@@ -9,7 +9,7 @@ can reach to :meth:`RemoteTraffic.on_view`. Parcels from nodes that are not
 in the view, for actors that do not exist, or blocked by the fault model are
 dropped and counted, never raised.
 
-An ask travels as a :data:`~._parcels.Kind.ASK` parcel carrying a fresh
+An ask travels as a :data:`~._parcels.ParcelKind.ASK` parcel carrying a fresh
 reference; the answer comes back as ``REPLY`` (bytes) or ``FAIL`` (an error
 text) with the same reference.
 """
@@ -27,7 +27,7 @@ from ..model._clock import SystemClock
 from ..model._errors import DStateError, NodeShutdownError
 from ._directory import Directory
 from ._faults import FaultModel
-from ._parcels import ALL_PEERS, WANT_GROUPS, Kind, Parcel, decode_groups, encode_groups
+from ._parcels import ALL_PEERS, WANT_GROUPS, Parcel, ParcelKind, decode_groups, encode_groups
 from ._protocol import ActorAskTimeout, PendingReply, check_positive_seconds
 
 __all__ = [
@@ -162,7 +162,7 @@ class RemoteTraffic:
         """
         self._check_open(f"send to actor {name!r} on node {node!r}")
         self._count(1, len(body))
-        self._post(node, Kind.SEND, name, body)
+        self._post(node, ParcelKind.SEND, name, body)
 
     def cast(self, group: str, body: bytes) -> None:
         """Send ``body`` to every member of ``group`` on every peer.
@@ -172,7 +172,7 @@ class RemoteTraffic:
         """
         self._check_open(f"broadcast to group {group!r}")
         self._count(len(self.directory.remote_members(group)), len(body))
-        self._post(ALL_PEERS, Kind.CAST, group, body)
+        self._post(ALL_PEERS, ParcelKind.CAST, group, body)
 
     def ask(self, node: str, name: str, body: bytes, timeout: float) -> bytes:
         """Ask actor ``name`` on ``node``; its reply bytes, or raise.
@@ -191,7 +191,7 @@ class RemoteTraffic:
         reply = PendingReply()
         with self._lock:
             self._pending[ref] = reply
-        self._post(node, Kind.ASK, name, body, ref)
+        self._post(node, ParcelKind.ASK, name, body, ref)
         done = reply.wait(seconds)
         with self._lock:
             self._pending.pop(ref, None)
@@ -206,7 +206,7 @@ class RemoteTraffic:
         """Tell ``dst`` (default: every peer) this node's group table."""
         if not self._closed:
             table = encode_groups(self._local.group_table())
-            self._post(dst, Kind.GROUPS, "", table, WANT_GROUPS if want_reply else "")
+            self._post(dst, ParcelKind.GROUPS, "", table, WANT_GROUPS if want_reply else "")
 
     def members(self, group: str) -> list[RemoteActorRef]:
         """Refs to every joined peer's members of ``group``."""
@@ -232,19 +232,19 @@ class RemoteTraffic:
         if not self.directory.is_reachable(parcel.src, parcel.src_inc):
             self._drop(parcel, "not a member")
             return
-        if kind == Kind.GROUPS:  # membership data: it passes a partition
+        if kind == ParcelKind.GROUPS:  # membership data: it passes a partition
             self._on_groups(parcel)
             return
         if self._faults is not None and self._faults.blocked(parcel.src, self._node_id):
             self._drop(parcel, "partitioned")
             return
-        if kind in (Kind.REPLY, Kind.FAIL):
+        if kind in (ParcelKind.REPLY, ParcelKind.FAIL):
             self._settle(parcel)
-        elif kind == Kind.ASK:
+        elif kind == ParcelKind.ASK:
             self._serve(parcel, self._local.local_actor(parcel.name))
-        elif kind == Kind.CAST:
+        elif kind == ParcelKind.CAST:
             self._deliver(parcel, self._local.local_members(parcel.name))
-        elif kind == Kind.SEND:
+        elif kind == ParcelKind.SEND:
             actor = self._local.local_actor(parcel.name)
             self._deliver(parcel, [] if actor is None else [actor])
         else:
@@ -276,7 +276,7 @@ class RemoteTraffic:
             reply = self._pending.pop(parcel.ref, None)
         if reply is None:
             return
-        if parcel.kind == Kind.REPLY:
+        if parcel.kind == ParcelKind.REPLY:
             reply.resolve(parcel.body)
         else:
             reply.fail(RemoteAskError(parcel.body.decode("utf-8", "replace")))
@@ -289,19 +289,19 @@ class RemoteTraffic:
                 self._post(parcel.src, kind, parcel.name, body, parcel.ref)
 
         if actor is None:
-            answer(Kind.FAIL, f"no actor {parcel.name!r} on node {self._node_id!r}".encode())
+            answer(ParcelKind.FAIL, f"no actor {parcel.name!r} on node {self._node_id!r}".encode())
             return
 
         def serve() -> None:
             try:
                 value = actor.ask(parcel.body, REMOTE_ASK_LIMIT)
             except Exception as exc:
-                answer(Kind.FAIL, f"{type(exc).__name__}: {exc}".encode())
+                answer(ParcelKind.FAIL, f"{type(exc).__name__}: {exc}".encode())
                 return
             if isinstance(value, bytes):
-                answer(Kind.REPLY, value)
+                answer(ParcelKind.REPLY, value)
             else:
-                answer(Kind.FAIL, f"the reply is {type(value).__name__}, not bytes".encode())
+                answer(ParcelKind.FAIL, f"the reply is {type(value).__name__}, not bytes".encode())
 
         threading.Thread(target=serve, name=f"dstate-ask-{self._node_id}", daemon=True).start()
 

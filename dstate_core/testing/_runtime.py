@@ -18,6 +18,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from ..model._errors import ActorSendError, NodeShutdownError
+from ..runtime._base import RuntimeBase
 from ..runtime._events import EventCallback, Subscribers
 from ..runtime._protocol import (
     ActorRef,
@@ -290,7 +291,7 @@ class TestClusterEvents:
         Raises:
             NodeShutdownError: the runtime was shut down or crashed.
         """
-        self._runtime._check_running("subscribe to cluster events")
+        self._runtime._check_open("subscribe to cluster events")
         subscription = self._subscribers.add(callback)
         own = self._runtime.node_id
         with self._runtime.network._in_simulation():
@@ -311,7 +312,7 @@ class TestClusterEvents:
         self._subscribers.clear()
 
 
-class TestRuntime:
+class TestRuntime(RuntimeBase):
     """One node of a :class:`SimNetwork`; implements ``ActorRuntime``.
 
     ``TestRuntime(node_id, network)`` joins the network at once (the other
@@ -328,19 +329,12 @@ class TestRuntime:
     __test__ = False  # not a pytest test class
 
     def __init__(self, node_id: str, network: SimWire) -> None:
-        if not isinstance(node_id, str) or not node_id:
-            raise ValueError(f"node_id must be a non-empty str, got {node_id!r}")
-        self._node_id = node_id
+        super().__init__(node_id)
         self._network = network
         self._actors: dict[str, _Actor] = {}
         self._events = TestClusterEvents(self)
         self._state = "running"
         network._attach(self)
-
-    @property
-    def node_id(self) -> str:
-        """This node's id, unique among the live nodes of the network."""
-        return self._node_id
 
     @property
     def network(self) -> SimWire:
@@ -362,18 +356,8 @@ class TestRuntime:
         """Membership notifications for this node."""
         return self._events
 
-    def spawn(self, name: str, handler: Handler) -> TestActorRef:
-        """Start an actor that runs ``handler`` for each message, one at a time.
-
-        Raises:
-            NodeShutdownError: the runtime was shut down or crashed.
-            ValueError: ``name`` is empty or a running actor of this node has it.
-        """
-        self._check_running("spawn an actor")
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"actor name must be a non-empty str, got {name!r}")
-        if not callable(handler):
-            raise TypeError(f"handler must be callable, got {handler!r}")
+    def _spawn(self, name: str, handler: Handler) -> TestActorRef:
+        """An actor of this node (arguments checked by :meth:`RuntimeBase.spawn`)."""
         if name in self._actors:
             raise ValueError(
                 f"an actor named {name!r} is already running on node {self._node_id!r}"
@@ -419,7 +403,7 @@ class TestRuntime:
             ValueError: ``ref`` is not an actor of this node.
             ActorSendError: the actor is stopped.
         """
-        self._check_running("join a group")
+        self._check_open("join a group")
         actor = self._local_actor(ref, "join_group")
         if not actor.alive:
             raise ActorSendError(f"cannot join group {name!r}: {actor.describe()} is stopped")
@@ -434,16 +418,8 @@ class TestRuntime:
         actor = self._local_actor(ref, "leave_group")
         self._network._leave_group(name, actor)
 
-    def broadcast_group(self, name: str, msg: Any) -> None:
-        """Send ``msg`` (bytes) over the wire to every member of ``name`` on other nodes.
-
-        Raises:
-            NodeShutdownError: the runtime was shut down or crashed.
-            TypeError: ``msg`` is not ``bytes``.
-        """
-        self._check_running("broadcast to a group")
-        if not isinstance(msg, bytes):
-            raise TypeError(f"broadcast_group({name!r}) needs bytes, got {type(msg).__name__}")
+    def _broadcast(self, name: str, msg: bytes) -> None:
+        """Send ``msg`` over the wire to every member of ``name`` on other nodes."""
         for actor in self._network._group_actors(name):
             if actor.runtime is not self:
                 self._network._wire_send(self._node_id, actor, msg, None)
@@ -454,7 +430,7 @@ class TestRuntime:
         Raises:
             NodeShutdownError: the runtime was shut down or crashed.
         """
-        self._check_running("list group members")
+        self._check_open("list group members")
         return [TestActorRef(actor, self) for actor in self._network._group_actors(name)]
 
     def shutdown(self) -> None:
@@ -465,15 +441,18 @@ class TestRuntime:
     def _stop(self, state: str) -> None:
         """Called by the network: stop everything; ``state`` is "shut down" or "crashed"."""
         self._state = state
+        self._mark_closed()
         self._events._clear()
         for actor in list(self._actors.values()):
             actor.stop()
 
-    def _check_running(self, what: str) -> None:
+    def _check_open(self, what: str) -> None:
+        """Raise :class:`NodeShutdownError`, saying whether the node shut down or crashed."""
         if self._state != "running":
             raise NodeShutdownError(
                 f"cannot {what}: the runtime of node {self._node_id!r} was {self._state}"
             )
+
 
     def _local_actor(self, ref: ActorRef, what: str) -> _Actor:
         actor = self._network._resolve(ref)

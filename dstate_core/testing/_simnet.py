@@ -278,7 +278,7 @@ class SimNetwork:
             actor.enqueue(msg, None)
             return
         self._check_wire_message(actor, msg)
-        via._check_running("send")
+        via._check_open("send")
         self._wire_send(via.node_id, actor, msg, None)
 
     @staticmethod
@@ -319,7 +319,7 @@ class SimNetwork:
     def _start_timer(
         self, runtime: TestRuntime, ref: ActorRef, seconds: float, msg: Any, *, repeat: bool
     ) -> TestTimerHandle:
-        runtime._check_running("start a timer")
+        runtime._check_open("start a timer")
         seconds = check_positive_seconds("timer seconds", seconds)
         actor = self._resolve(ref)
         if not actor.alive:
@@ -439,7 +439,7 @@ class SimNetwork:
                     actor.handle_next()
         else:
             self._check_wire_message(actor, msg)
-            via._check_running("ask")
+            via._check_open("ask")
             self._wire_send(via.node_id, actor, msg, slot)
         if not slot.finished():
             deadline = self._clock.now() + timeout

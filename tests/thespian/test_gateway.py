@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from dstate_core.runtime import Kind, Parcel
+from dstate_core.runtime import Parcel, ParcelKind
 from dstate_thespian._gateway import (
     CAP_GATEWAY,
     CAP_INCARNATION,
@@ -37,7 +37,7 @@ def views(effects: list[Effect]) -> list[View]:
 
 
 def parcel(src: str, dst: str, inc: str = "1") -> Parcel:
-    return Parcel(src, inc, dst, Kind.SEND, "inbox", b"data")
+    return Parcel(src, inc, dst, ParcelKind.SEND, "inbox", b"data")
 
 
 def attached(relay: bool, member: bool = False, node: str = "me") -> GatewayCore:
@@ -63,7 +63,7 @@ class TestAttach:
         monkeypatch.setattr("dstate_thespian._gateway.MAX_PENDING", 2)
         core = GatewayCore("gw-me")
         for n in range(3):
-            core.parcel(Parcel("x", "1", "me", Kind.SEND, f"a{n}", b""))
+            core.parcel(Parcel("x", "1", "me", ParcelKind.SEND, f"a{n}", b""))
         effects = core.attach(Attach("me", "1", relay=False), "caller", 1, 0)
         assert [m.name for m in sent(effects) if isinstance(m, Parcel)] == ["a1", "a2"]
         assert core.dropped == 1
@@ -114,7 +114,7 @@ class TestMember:
     def test_members_route_to_every_peer_of_the_roster(self) -> None:
         core = attached(relay=False, member=True)
         core.roster(Roster("a", "1", (("a", "1", "gw-a"), ("b", "1", "gw-b"))), 0.0)
-        outbound = Parcel("me", "1", "*", Kind.CAST, "g", b"x")
+        outbound = Parcel("me", "1", "*", ParcelKind.CAST, "g", b"x")
         assert sorted(e.to for e in core.parcel(outbound) if isinstance(e, Send)) == [
             "gw-a",
             "gw-b",
@@ -160,8 +160,8 @@ class TestBatch:
         core = attached(relay=True)
         core.convention("admin-b", caps("b"), True, 0.0)
         core.convention("admin-c", caps("c"), True, 0.0)
-        one, two = parcel("me", "b"), Parcel("me", "1", "b", Kind.SEND, "x", b"2")
-        cast = Parcel("me", "1", "*", Kind.CAST, "g", b"3")
+        one, two = parcel("me", "b"), Parcel("me", "1", "b", ParcelKind.SEND, "x", b"2")
+        cast = Parcel("me", "1", "*", ParcelKind.CAST, "g", b"3")
         effects = core.batch(Batch((one, cast, two, "junk")))  # type: ignore[arg-type]
         by_target = {e.to: e.msg for e in effects if isinstance(e, Send)}
         assert by_target == {"gw-b": Batch((one, cast, two)), "gw-c": cast}

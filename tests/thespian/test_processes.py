@@ -24,7 +24,7 @@ import pytest
 
 from dstate_core import DStateNode
 from dstate_core.process import RunRecord, free_port, listener_pids, pid_alive, port_open, stat
-from dstate_core.runtime import Kind, Parcel
+from dstate_core.runtime import Parcel, ParcelKind
 from dstate_core.testing import TestState
 from dstate_thespian import NodeHandle, NodeHandleError, ThespianRuntime
 from dstate_thespian._thespian import start_system, tcp_address
@@ -384,7 +384,7 @@ class TestUntrustedInput:
         ghost_port = free_port()
         ghost = start_system("multiprocTCPBase", {"Admin Port": ghost_port})
         try:
-            parcel = Parcel("ghost", "1", "a", Kind.CAST, "dstate.inbox", b"\x00" * 64)
+            parcel = Parcel("ghost", "1", "a", ParcelKind.CAST, "dstate.inbox", b"\x00" * 64)
             ghost.tell(tcp_address("127.0.0.1", a.ready()["gateway_port"]), parcel)
             assert wait_until(
                 lambda: a.request("status")["runtime_drops"].get("not a member", 0) >= 1,

@@ -14,8 +14,8 @@ from dstate_core.process import free_port, normalize_address, port_open
 from dstate_core.runtime import (
     WANT_GROUPS,
     FaultModel,
-    Kind,
     Parcel,
+    ParcelKind,
     decode_groups,
     encode_groups,
 )
@@ -177,13 +177,13 @@ class TestRefsAndGroups:
         dropped = b.messages_dropped
         outsiders = b.drops.get("not a member", 0)
         a.remote_ref("b", "nobody").send(b"x")
-        a._post(Parcel("a", a.incarnation, "b", Kind.GROUPS, "", b"\xc1"))
+        a._post(Parcel("a", a.incarnation, "b", ParcelKind.GROUPS, "", b"\xc1"))
         a._post(Parcel("a", a.incarnation, "b", "no-such-kind", "m", b"x"))
         assert wait_until(lambda: b.messages_dropped == dropped + 3, DEADLINE)
-        b.remote.on_parcel(Parcel("zzz", "1", "b", Kind.REPLY, "", b"", "unknown-ask"))
+        b.remote.on_parcel(Parcel("zzz", "1", "b", ParcelKind.REPLY, "", b"", "unknown-ask"))
         # From a node outside the cluster, or an old incarnation of a member: dropped, counted.
-        b.remote.on_parcel(Parcel("zzz", "1", "b", Kind.SEND, "m", b"x"))
-        b.remote.on_parcel(Parcel("a", "old-incarnation", "b", Kind.CAST, "g", b"x"))
+        b.remote.on_parcel(Parcel("zzz", "1", "b", ParcelKind.SEND, "m", b"x"))
+        b.remote.on_parcel(Parcel("a", "old-incarnation", "b", ParcelKind.CAST, "g", b"x"))
         assert b.drops["not a member"] == outsiders + 3
         assert b.messages_dropped == dropped + 3 + 3
 
@@ -209,10 +209,10 @@ class TestGroupTables:
         runtime = ThespianRuntime("me", "simpleSystemBase")
         try:
             table = encode_groups({"g": ["x"]})
-            runtime.remote.on_parcel(Parcel("ghost", "1", "me", Kind.GROUPS, "", table))
-            wants = Parcel("ghost", "1", "me", Kind.GROUPS, "", table, WANT_GROUPS)
+            runtime.remote.on_parcel(Parcel("ghost", "1", "me", ParcelKind.GROUPS, "", table))
+            wants = Parcel("ghost", "1", "me", ParcelKind.GROUPS, "", table, WANT_GROUPS)
             runtime.remote.on_parcel(wants)
-            runtime.remote.on_parcel(Parcel("ghost", "1", "me", Kind.GROUPS, "", b"\xc1"))
+            runtime.remote.on_parcel(Parcel("ghost", "1", "me", ParcelKind.GROUPS, "", b"\xc1"))
             assert runtime.drops == {"not a member": 3}
             assert runtime.remote.directory._tables == {}
             assert runtime.group_members("g") == []
@@ -227,18 +227,22 @@ class TestGroupTables:
             posted = capture_posts(runtime)
             table = encode_groups({"g": ["x"]})
             # b saw us first: its table arrives before the gateway reports b, and is dropped.
-            runtime.remote.on_parcel(Parcel("b", "1", "me", Kind.GROUPS, "", table))
+            runtime.remote.on_parcel(Parcel("b", "1", "me", ParcelKind.GROUPS, "", table))
             assert runtime.drops == {"not a member": 1}
             runtime._on_message(View((("b", "1"),)))
-            assert [(p.dst, p.kind, p.ref) for p in posted] == [("b", Kind.GROUPS, WANT_GROUPS)]
+            assert [(p.dst, p.kind, p.ref) for p in posted] == [
+                ("b", ParcelKind.GROUPS, WANT_GROUPS)
+            ]
             assert runtime.peers == []
             # b answers with its table (without asking back): b joins.
-            runtime.remote.on_parcel(Parcel("b", "1", "me", Kind.GROUPS, "", table))
+            runtime.remote.on_parcel(Parcel("b", "1", "me", ParcelKind.GROUPS, "", table))
             assert runtime.peers == ["b"]
             assert [(r.node_id, r.name) for r in runtime.group_members("g")] == [("b", "x")]
             assert len(posted) == 1
             # A member asking for our table gets it.
-            runtime.remote.on_parcel(Parcel("b", "1", "me", Kind.GROUPS, "", table, WANT_GROUPS))
+            runtime.remote.on_parcel(
+                Parcel("b", "1", "me", ParcelKind.GROUPS, "", table, WANT_GROUPS)
+            )
             assert [(p.dst, p.ref) for p in posted[1:]] == [("b", "")]
             assert decode_groups(posted[1].body) == {}
             # b leaves the view: its table goes, so a return must bring a new one.

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 from dstate_core.process import free_port, pid_alive, start_time
-from dstate_core.runtime import Kind, Parcel
+from dstate_core.runtime import Parcel, ParcelKind
 from dstate_thespian import NodeHandle, _unpickle
 from dstate_thespian._gateway import Attach, Batch, Roster, View
 from dstate_thespian._thespian import GatewayActor, convention_update, exit_request, tcp_address
@@ -132,7 +132,7 @@ def test_what_thespian_and_dstate_send_still_loads() -> None:
     from thespian.actors import ChildActorExited, WakeupMessage  # type: ignore[import-untyped]
 
     address = tcp_address("127.0.0.1", 19000)
-    parcel = Parcel("a", "inc", "b", Kind.SEND, "dstate.inbox", b"\x00frame", "r1")
+    parcel = Parcel("a", "inc", "b", ParcelKind.SEND, "dstate.inbox", b"\x00frame", "r1")
     record = logging.LogRecord("x", logging.WARNING, "f.py", 1, "hello %s", None, None)
     messages: list[Any] = [
         (address, convention_update(address, {"dstate.node": "a", "Admin Port": 19000}, True)),
