@@ -453,7 +453,6 @@ class TestRuntime(RuntimeBase):
                 f"cannot {what}: the runtime of node {self._node_id!r} was {self._state}"
             )
 
-
     def _local_actor(self, ref: ActorRef, what: str) -> _Actor:
         actor = self._network._resolve(ref)
         if actor.runtime is not self:

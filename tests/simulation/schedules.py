@@ -1,8 +1,9 @@
 """Seeded random schedules over the deterministic cluster, with invariants checked at each step.
 
-One schedule = one seed: a 3-6 node cluster, one state type, one strategy, and
-a random sequence of mutations, time steps, faults, partitions, crashes,
-restarts (with and without persistence), leaves and joins. After every step:
+One schedule = one seed: a 3-6 node cluster, one or two state types (simple
+or delta-aware), each with its own strategy, and a random sequence of
+mutations, time steps, faults, partitions, crashes, restarts (with and without
+persistence), leaves and joins. After every step:
 
 * no replica's view of a peer ever moves to an older generation (within one
   lifetime of the observing node), so no departed incarnation reappears;
@@ -19,7 +20,7 @@ live peer equals that peer's own view.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -62,29 +63,44 @@ class Schedule:
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
         rng = self.rng
-        self.state_type = rng.choice(STATE_TYPES)
-        self.strategy_name = rng.choice(sorted(STRATEGIES))
+        #: (state type, strategy) of each registered state; mixed in one cluster.
+        self.kinds: list[tuple[type[Any], str]] = [
+            (state_type, rng.choice(sorted(STRATEGIES)))
+            for state_type in rng.sample(STATE_TYPES, rng.choice((1, 2, 2)))
+        ]
+        self.state_type, self.strategy_name = self.kinds[0]
         self.node_ids = [f"n{i}" for i in range(rng.choice((3, 3, 4, 5, 6)))]
-        self.stores = {node: InMemoryPersistence() for node in self.node_ids}
+        self.stores = {
+            (node, kind.NAME): InMemoryPersistence()
+            for node in self.node_ids
+            for kind, _ in self.kinds
+        }
         self.persistent = {node: rng.random() < 0.5 for node in self.node_ids}
         self.crashed: dict[str, float] = {}
         self.removed: set[str] = set()
-        self.highest: dict[tuple[int, str], Generation] = {}
-        #: The last mutation each node acknowledged while its store kept it.
-        self.acked: dict[str, tuple[Generation, Any]] = {}
+        self.highest: dict[tuple[int, str, str], Generation] = {}
+        #: The last mutation each node acknowledged, per state, while its store kept it.
+        self.acked: dict[tuple[str, str], tuple[Generation, Any]] = {}
 
     # -- set-up -------------------------------------------------------------------
 
     def config(self, node: str) -> StateConfig:
         return StateConfig(
             sync_strategy=STRATEGIES[self.strategy_name](),
-            persistence=self.stores[node] if self.persistent[node] else None,
+            persistence=self.stores[node, self.state_type.NAME] if self.persistent[node] else None,
             pull_timeout=0.5,
             default_staleness=5.0,
         )
 
+    def each_kind(self) -> Iterator[tuple[type[Any], str]]:
+        """Make each kind the current one in turn (the last stays current)."""
+        for kind in self.kinds:
+            self.state_type, self.strategy_name = kind
+            yield kind
+
     def register(self, node: str) -> None:
-        self.cluster.node(node).register(self.state_type, self.config(node))
+        for _ in self.each_kind():
+            self.cluster.node(node).register(self.state_type, self.config(node))
 
     def shard(self, node: str) -> Any:
         return self.cluster.node(node).lookup(self.state_type.NAME)
@@ -92,7 +108,7 @@ class Schedule:
     def fail(self, what: str) -> NoReturn:
         tail = "\n  ".join(self.log[-25:])
         raise InvariantViolation(
-            f"seed {self.seed} ({self.state_type.__name__}, {self.strategy_name}, "
+            f"seed {self.seed} ({[(k.__name__, st) for k, st in self.kinds]}, "
             f"nodes {self.node_ids}): {what}\n  last steps:\n  {tail}\n"
             f"replay: DSTATE_SEED={self.seed} pytest tests/simulation -k replay"
         )
@@ -114,10 +130,12 @@ class Schedule:
             generation = shard.mutate_with_delta(self.state_type.bump(key, rng.randint(1, 5)))
             self.log.append(f"{node}.bump({key})")
         if self.persistent[node]:
-            self.acked[node] = (generation, shard.state.value.model_copy(deep=True))
+            key = (node, self.state_type.NAME)
+            self.acked[key] = (generation, shard.state.value.model_copy(deep=True))
 
     def step(self) -> None:
         rng, cluster = self.rng, self.cluster
+        self.state_type, self.strategy_name = rng.choice(self.kinds)
         live = cluster.node_ids
         roll = rng.random()
         if roll < 0.40 and live:
@@ -161,8 +179,9 @@ class Schedule:
             if not self.persistent[node]:
                 # A lifetime without persistence must not leave an older record behind
                 # for a later persistent restart to resume from.
-                self.stores[node].clear()
-                self.acked.pop(node, None)
+                for kind, _ in self.kinds:
+                    self.stores[node, kind.NAME].clear()
+                    self.acked.pop((node, kind.NAME), None)
             if node in self.removed:
                 cluster.add_node(node)
             else:
@@ -171,13 +190,14 @@ class Schedule:
             self.removed.discard(node)
             self.register(node)
             self.log.append(f"restart({node}, persistent={self.persistent[node]})")
-            acked = self.acked.get(node)
-            own = self.shard(node).state
-            if acked is not None and (own.generation, own.value) != acked:
-                self.fail(
-                    f"{node} acknowledged {acked[0]} {acked[1]!r} but resumed at "
-                    f"{own.generation} {own.value!r}"
-                )
+            for kind in self.each_kind():
+                acked = self.acked.get((node, kind[0].NAME))
+                own = self.shard(node).state
+                if acked is not None and (own.generation, own.value) != acked:
+                    self.fail(
+                        f"{node} acknowledged {acked[0]} {acked[1]!r} of {kind[0].NAME} but "
+                        f"resumed at {own.generation} {own.value!r}"
+                    )
         elif roll < 0.95 and len(live) > 2:
             node = rng.choice(live)
             cluster.remove_node(node)
@@ -225,6 +245,10 @@ class Schedule:
     # -- invariants ---------------------------------------------------------------
 
     def check(self) -> None:
+        for _ in self.each_kind():
+            self.check_state()
+
+    def check_state(self) -> None:
         now = self.cluster.clock.now()
         gone = set(self.removed) | {
             node for node, when in self.crashed.items() if now - when > FAILURE_TIMEOUT + 0.01
@@ -232,7 +256,7 @@ class Schedule:
         for observer in self.cluster.node_ids:
             lifetime = id(self.cluster.node(observer))
             for owner, view in self.shard(observer).snapshot().items():
-                key = (lifetime, owner)
+                key = (lifetime, owner, self.state_type.NAME)
                 best = self.highest.get(key)
                 if best is not None and view.generation < best:
                     self.fail(
@@ -248,10 +272,15 @@ class Schedule:
         cluster.clear_faults()
         # Past the failure timeout, two sync intervals and the longest join-probe backoff.
         cluster.advance(FAILURE_TIMEOUT + 2 * SYNC_INTERVAL + PROBE_BACKOFF_CAP + 1.0)
-        for node in cluster.node_ids:
-            self.shard(node).query(lambda views: None, max_staleness=0.0)
+        for _ in self.each_kind():
+            for node in cluster.node_ids:
+                self.shard(node).query(lambda views: None, max_staleness=0.0)
         cluster.run_until_idle()
-        live = cluster.node_ids
+        for _ in self.each_kind():
+            self.check_converged()
+
+    def check_converged(self) -> None:
+        live = self.cluster.node_ids
         for observer in live:
             views = self.shard(observer).snapshot()
             if sorted(views) != live:
