@@ -30,6 +30,7 @@ from ..model._errors import DeserializeError
 from ..model._generation import StateObject
 from ..model._state import DeltaDistributedState, DistributedState
 from ..model._urgency import SyncUrgency
+from ..model._validate import validate_changes
 
 __all__ = ["DeltaKind", "PreparedMutation", "SimpleKind", "StateKind", "Unreadable", "kind_of"]
 
@@ -117,9 +118,13 @@ class StateKind:
         with ``with_delta`` (delta-aware states only) it returns the change,
         which goes through ``project_delta``, ``apply_delta`` and ``sync_urgency``.
 
+        The result is validated against the model (every changed field) before
+        anything else happens.
+
         Raises:
             TypeError: ``fn`` or a hook returned the wrong kind of value, or
                 ``with_delta`` on a simple state.
+            MutationError: the result is not a valid state (pydantic's message).
             Exception: whatever ``fn`` or a hook raised.
         """
         name = self.state_type.NAME
@@ -131,6 +136,13 @@ class StateKind:
         work = copy_model(current.value)
         result = fn(work)
         if with_delta:
+            if result is None:
+                raise TypeError(
+                    f"the mutate_with_delta() closure of {name!r} returned None: change the "
+                    f"state in place and return the change, the value "
+                    f"{self.state_type.__qualname__}.project_delta() turns into a delta"
+                )
+            validate_changes(work, current.value)
             delta, view, urgency = self._run_hooks(old_view, result)
             return PreparedMutation(self._next(current, work, clock), view, delta, urgency)
         new_state: S = work
@@ -142,6 +154,7 @@ class StateKind:
                     f"{self.state_type.__qualname__}"
                 )
             new_state = result  # type: ignore[assignment]
+        validate_changes(new_state, current.value)
         view = self.project_view(new_state)
         return PreparedMutation(
             self._next(current, new_state, clock), view, None, SyncUrgency.DEFAULT
