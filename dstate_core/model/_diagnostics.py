@@ -24,6 +24,9 @@ class HealthStatus(enum.IntEnum):
     DEGRADED = 1
     UNHEALTHY = 2
 
+    def __str__(self) -> str:
+        return self.name
+
 
 @dataclass(frozen=True, slots=True)
 class PeerSyncStatus:

@@ -118,18 +118,22 @@ class WireCodec:
     ) -> None:
         if secret is not None:
             if isinstance(secret, str):
-                raise TypeError("WireCodec secret must be bytes, not str; encode it first")
+                raise TypeError(
+                    "cluster_secret must be bytes, e.g. secrets.token_bytes(32); got a str "
+                    "(encode it: secret.encode())"
+                )
             if not isinstance(secret, bytes | bytearray):
-                raise TypeError(f"WireCodec secret must be bytes, got {type(secret).__name__}")
+                raise TypeError(
+                    "cluster_secret must be bytes, e.g. secrets.token_bytes(32); got "
+                    f"{type(secret).__name__}"
+                )
             if not secret:
-                raise ValueError("WireCodec secret must be non-empty (use None for no secret)")
+                raise ValueError("cluster_secret must not be empty (pass None for no secret)")
             secret = bytes(secret)
         if isinstance(max_message_bytes, bool) or not isinstance(max_message_bytes, int):
-            raise TypeError(
-                f"WireCodec max_message_bytes must be an int, got {describe(max_message_bytes)}"
-            )
+            raise TypeError(f"max_message_bytes must be an int, got {describe(max_message_bytes)}")
         if max_message_bytes <= 0:
-            raise ValueError(f"WireCodec max_message_bytes must be > 0, got {max_message_bytes}")
+            raise ValueError(f"max_message_bytes must be > 0, got {max_message_bytes}")
         self._secret = secret
         self._max = int(max_message_bytes)
 
