@@ -188,7 +188,7 @@ class DStateNode:
             own = load_or_fresh(state_type, store, self.clock, self._incarnations)
             shard = Shard(self, engine, own, self._ask_timeout)
             self._shards[state_type.NAME] = shard
-            shard.start(tuple(sorted(self._members)))
+            shard._start(tuple(sorted(self._members)))
         log.info(
             "node %r registered state %r at generation %s",
             self.node_id,
@@ -249,7 +249,7 @@ class DStateNode:
         if self._feed_timer is not None:
             self._feed_timer.cancel()
         for shard in shards:
-            shard.close()
+            shard._close()
         try:
             self.runtime.leave_group(INBOX_GROUP, self._inbox)
         except Exception:  # the runtime may already be down
@@ -269,14 +269,14 @@ class DStateNode:
 
     # -- plumbing used by shards --------------------------------------------------
 
-    def broadcast(self, data: bytes) -> None:
+    def _broadcast(self, data: bytes) -> None:
         """Send bytes to every peer's inbox."""
         try:
             self.runtime.broadcast_group(INBOX_GROUP, data)
         except Exception as exc:
             log.warning("node %r: a broadcast failed: %s", self.node_id, exc)
 
-    def send_to(self, node_id: str, data: bytes) -> None:
+    def _send_to(self, node_id: str, data: bytes) -> None:
         """Send bytes to one peer's inbox (dropped if it is not reachable)."""
         ref = self._inboxes.get(node_id)
         if ref is None:
@@ -296,14 +296,14 @@ class DStateNode:
                 return ref
         return None
 
-    def announce(self, note: ChangeNotification) -> None:
+    def _announce(self, note: ChangeNotification) -> None:
         """Hand a change notification to the node's feed actor."""
         try:
             self._feed_ref.send(note)
         except ActorSendError:
             log.debug("node %r: the feed is stopped", self.node_id)
 
-    def feed_batches_for(self, state_name: str) -> int:
+    def _feed_batches_for(self, state_name: str) -> int:
         """How many feed batches carried ``state_name``."""
         return self._feed.batches_for(state_name)
 
@@ -317,7 +317,7 @@ class DStateNode:
             source = event.source_node
             if source not in self._members and source != self.node_id:
                 self._readmit_if_live(source)
-            shard.deliver(event)
+            shard._deliver(event)
 
     def _readmit_if_live(self, node_id: str) -> None:
         """A message from a non-member: if the runtime shows it live (its inbox is in the
@@ -328,7 +328,7 @@ class DStateNode:
             log.info("node %r: %r is live again; re-adding it", self.node_id, node_id)
             self._members.add(node_id)
             for shard in self._shards.values():
-                shard.deliver(PeerJoined(node_id))
+                shard._deliver(PeerJoined(node_id))
 
     def _on_feed(self, msg: Any) -> None:
         if isinstance(msg, ChangeNotification):
@@ -340,7 +340,7 @@ class DStateNode:
     def _execute_feed(self, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, Broadcast):
-                self.broadcast(action.data)
+                self._broadcast(action.data)
             elif isinstance(action, StartTimer) and not self._closed:
                 self._feed_timer = self.runtime.send_after(
                     self._feed_ref, action.delay, _FeedTick()
@@ -371,4 +371,4 @@ class DStateNode:
             else:
                 return
             for shard in self._shards.values():
-                shard.deliver(shard_event)
+                shard._deliver(shard_event)

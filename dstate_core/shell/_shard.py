@@ -70,19 +70,19 @@ class ShardHost(Protocol):
         """The node's clock."""
         ...
 
-    def broadcast(self, data: bytes) -> None:
+    def _broadcast(self, data: bytes) -> None:
         """Send bytes to every peer's inbox."""
         ...
 
-    def send_to(self, node_id: str, data: bytes) -> None:
+    def _send_to(self, node_id: str, data: bytes) -> None:
         """Send bytes to one peer's inbox."""
         ...
 
-    def announce(self, note: ChangeNotification) -> None:
+    def _announce(self, note: ChangeNotification) -> None:
         """Hand a change notification to the node's change feed."""
         ...
 
-    def feed_batches_for(self, state_name: str) -> int:
+    def _feed_batches_for(self, state_name: str) -> int:
         """How many feed batches carried ``state_name``."""
         ...
 
@@ -164,7 +164,7 @@ class Shard(Generic[S]):
         self._subscriptions: tuple[Subscription, ...] = ()
         self._sub_lock = threading.Lock()
         self._closed = False
-        self.ref: ActorRef = self._runtime.spawn(f"dstate.shard.{self.name}", self._receive)
+        self._ref: ActorRef = self._runtime.spawn(f"dstate.shard.{self.name}", self._receive)
         self._notifier: ActorRef = self._runtime.spawn(f"dstate.notify.{self.name}", self._notify)
         # Before any message reaches the actor: its first event is the loaded state.
         self._execute(engine.handle(StateLoaded(own)))
@@ -209,7 +209,7 @@ class Shard(Generic[S]):
             raise TypeError(f"mutate() takes a callable fn(state), got {fn!r}")
         self._check_open()
         try:
-            reply = self.ref.ask(_Mutate(fn, with_delta), self._ask_timeout)
+            reply = self._ref.ask(_Mutate(fn, with_delta), self._ask_timeout)
         except ActorSendError as exc:
             raise NodeShutdownError(f"state {self.name!r}: the node is shut down") from exc
         if isinstance(reply, _Failed):
@@ -283,7 +283,7 @@ class Shard(Generic[S]):
         query_id = next(self._query_ids)
         timeout = self._engine.config.pull_timeout + 1.0
         try:
-            failures = self.ref.ask(_Query(query_id, bound), timeout)
+            failures = self._ref.ask(_Query(query_id, bound), timeout)
         except ActorAskTimeout as exc:
             self._send_quietly(_CancelQuery(query_id))
             raise QueryTimeoutError(
@@ -333,7 +333,7 @@ class Shard(Generic[S]):
 
     def metrics(self) -> StateSyncMetrics:
         """This shard's counters (``docs/diagnostics.md``)."""
-        return self._engine.metrics(self._node.feed_batches_for(self.name))
+        return self._engine.metrics(self._node._feed_batches_for(self.name))
 
     def drops(self) -> dict[str, int]:
         """Messages for this state refused before the receiver rules, by reason."""
@@ -345,15 +345,15 @@ class Shard(Generic[S]):
 
     # -- lifecycle (called by the node) -------------------------------------------
 
-    def start(self, members: tuple[str, ...]) -> None:
+    def _start(self, members: tuple[str, ...]) -> None:
         """Begin replicating with ``members`` (run on the actor)."""
-        self.ref.send(_Start(members))
+        self._ref.send(_Start(members))
 
-    def deliver(self, event: Event) -> None:
+    def _deliver(self, event: Event) -> None:
         """Hand an engine event to the shard's actor (drops it once stopped)."""
         self._send_quietly(event)
 
-    def close(self) -> None:
+    def _close(self) -> None:
         """Stop the actors and timers; later calls raise :class:`NodeShutdownError`."""
         self._closed = True
         for _, handle in list(self._timers.values()):
@@ -361,7 +361,7 @@ class Shard(Generic[S]):
         self._timers.clear()
         for pending in list(self._waiting.values()):
             pending.fail(NodeShutdownError(f"state {self.name!r}: the node is shut down"))
-        self.ref.stop()
+        self._ref.stop()
         self._notifier.stop()
 
     def _check_open(self) -> None:
@@ -372,7 +372,7 @@ class Shard(Generic[S]):
 
     def _send_quietly(self, msg: Any) -> None:
         try:
-            self.ref.send(msg)
+            self._ref.send(msg)
         except ActorSendError:
             log.debug("state %r: dropped %r, the shard is stopped", self.name, msg)
 
@@ -423,9 +423,9 @@ class Shard(Generic[S]):
         node = self._node
         for action in actions:
             if isinstance(action, Broadcast):
-                node.broadcast(action.data)
+                node._broadcast(action.data)
             elif isinstance(action, SendTo):
-                node.send_to(action.node_id, action.data)
+                node._send_to(action.node_id, action.data)
             elif isinstance(action, NotifyView):
                 if self._subscriptions:
                     self._notifier.send(action)
@@ -436,7 +436,7 @@ class Shard(Generic[S]):
                 if held is not None:
                     held[1].cancel()
             elif isinstance(action, AnnounceChange):
-                node.announce(action.notification)
+                node._announce(action.notification)
             elif isinstance(action, FinishQuery):
                 pending = self._waiting.pop(action.query_id, None)
                 if pending is not None:
@@ -449,9 +449,9 @@ class Shard(Generic[S]):
         token = next(self._tokens)
         tick = _Tick(action.key, token)
         if action.repeat:
-            handle = self._runtime.send_interval(self.ref, action.delay, tick)
+            handle = self._runtime.send_interval(self._ref, action.delay, tick)
         else:
-            handle = _OneShot(self._runtime.send_after(self.ref, action.delay, tick))
+            handle = _OneShot(self._runtime.send_after(self._ref, action.delay, tick))
         self._timers[action.key] = (token, handle)
 
     def _notify(self, action: NotifyView) -> None:
