@@ -90,7 +90,8 @@ def node_table(
     table = Table(title=f"node {node}  ->  {head}", title_justify="left")
     for column in ("node", "cpu", "memory", "generation", "staleness"):
         table.add_column(column, justify="right" if column != "node" else "left")
-    for owner in NODES:
+    # A node that left is in no view map: its row goes (a node that is down lists them all).
+    for owner in NODES if down else [n for n in NODES if n in rows or n == node]:
         row = rows.get(owner)
         if row is None:
             table.add_row(owner, "-", "-", "-", Text("down" if down else "no view", style="red"))
@@ -128,7 +129,8 @@ class Display:
 
     def __init__(self, console: Console, plain: bool, duration: float) -> None:
         self.console = console
-        self._live = None if plain else Live(console=console, refresh_per_second=4)
+        # Transient: the final screen is printed once, after the live one is gone.
+        self._live = None if plain else Live(console=console, refresh_per_second=4, transient=True)
         self._every = duration / 4
         self._next = 0.0
         self._phase = ""
