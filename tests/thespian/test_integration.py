@@ -44,10 +44,27 @@ def values(views: Views) -> dict[str, int]:
 
 def register_all(cluster: ThespianCluster, config: StateConfig | None = None) -> dict[str, Any]:
     shards = {n: cluster.node(n).register(TestState, config) for n in cluster.node_ids}
-    assert cluster.wait_until(holds_all(shards, cluster.node_ids), DEADLINE), {
-        n: sorted(s.snapshot()) for n, s in shards.items()
-    }
+    assert cluster.wait_until(holds_all(shards, cluster.node_ids), DEADLINE), registration_report(
+        cluster, shards
+    )
     return shards
+
+
+def registration_report(cluster: ThespianCluster, shards: Mapping[str, Any]) -> dict[str, Any]:
+    """What each node holds and knows, for a registration that did not converge."""
+    report: dict[str, Any] = {}
+    for n, shard in shards.items():
+        runtime: Any = cluster.node(n).runtime
+        report[n] = {
+            "views": sorted(shard.snapshot()),
+            "joined": sorted(runtime.remote.directory.joined()),
+            "peers": {s.node_id: s.last_error for s in shard.sync_status()},
+            "node_drops": dict(cluster.node(n).dropped_messages),
+            "runtime_drops": runtime.remote.drops.counts(),
+            "shard_drops": shard.drops(),
+            "metrics": shard.metrics(),
+        }
+    return report
 
 
 def holds_all(shards: Mapping[str, Any], node_ids: list[str]) -> Callable[[], bool]:
