@@ -111,6 +111,18 @@ class _Cell:
             raise ActorSendError(f"{self.describe()} is stopped") from None
         return None
 
+    def tell(self, msg: Any) -> None:
+        """Queue ``msg`` (a message from another node).
+
+        Raises:
+            ActorSendError: the actor is stopped.
+        """
+        self.put(_Tell(msg))
+
+    def ask(self, msg: Any, timeout: float) -> Any:
+        """Queue ``msg`` and wait for the handler's reply (an ask from another node)."""
+        return PykkaActorRef(self, self.runtime).ask(msg, timeout)
+
     def stop(self) -> None:
         """Mark stopped (new sends fail, queued messages are dropped) and stop Pykka's actor."""
         if self.stopped.is_set():

@@ -1,10 +1,12 @@
 """``PykkaRuntime``: the ``ActorRuntime`` port on Pykka threads.
 
 One runtime is one node. Its actors are Pykka ``ThreadingActor`` s, its timers
-share one scheduler thread, and its groups and membership go through a
-:class:`~dstate_pykka._network.PykkaNetwork` (a private one-node network when
-none is given). Pykka's process-global ``ActorRegistry`` is never used for
-lookups or ``stop_all``, so many runtimes can share a process.
+share one scheduler thread, and its groups and membership go through either a
+:class:`~dstate_pykka._network.PykkaNetwork` (nodes in this process; a private
+one-node network when none is given) or a :class:`~dstate_core.net.TcpNetwork`
+(nodes in other processes and hosts, see :mod:`~dstate_pykka._tcp`). Pykka's
+process-global ``ActorRegistry`` is never used for lookups or ``stop_all``, so
+many runtimes can share a process.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from dstate_core.net import TcpNetwork
 from dstate_core.runtime import (
     ActorRef,
     ActorSendError,
@@ -23,6 +26,7 @@ from dstate_core.runtime import (
     Handler,
     LocalGroups,
     NodeShutdownError,
+    RemoteActorRef,
     RuntimeBase,
     SchedulerTimers,
     Subscribers,
@@ -32,6 +36,7 @@ from dstate_core.runtime import (
 
 from ._actor import PykkaActorRef, _Cell, _HandlerActor
 from ._network import PykkaNetwork
+from ._tcp import TcpLink
 
 if TYPE_CHECKING:
     from dstate_core.runtime import ActorRuntime, ClusterEvents
@@ -52,7 +57,7 @@ class _Membership:
 
     def subscribe(self, callback: EventCallback) -> SubscriptionId:
         """Replay ``NodeJoined`` for every other member, then report changes."""
-        return self._runtime.network.subscribe(self._runtime, callback)
+        return self._runtime.local_network.subscribe(self._runtime, callback)
 
     def unsubscribe(self, subscription: SubscriptionId) -> None:
         """Stop calling the callback; unknown ids are ignored."""
@@ -65,10 +70,16 @@ class PykkaRuntime(RuntimeBase, SchedulerTimers):
     Args:
         node_id: unique among the network's live members.
         network: the in-process cluster to join; ``None`` makes a private
-            one-node cluster.
+            one-node cluster; a :class:`~dstate_core.net.TcpNetwork` (made
+            for the same node id) joins the nodes of other processes and hosts.
+        join: with a ``TcpNetwork``, join the cluster now (waiting up to
+            ``join_timeout`` seconds); False defers it to :meth:`join_cluster`.
+        join_timeout: see ``join``.
 
     Raises:
         ValueError: ``node_id`` is empty or already a live member of ``network``.
+        JoinRefusedError: the network cluster refused this node (its node id is
+            taken by a live process, or its secret is wrong).
 
     Concurrency: every method is thread-safe. Handlers run one message at a
     time on their actor's thread; timers fire from one scheduler thread.
@@ -78,24 +89,72 @@ class PykkaRuntime(RuntimeBase, SchedulerTimers):
     :class:`ActorSendError`.
     """
 
-    def __init__(self, node_id: str, network: PykkaNetwork | None = None) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        network: PykkaNetwork | TcpNetwork | None = None,
+        *,
+        join: bool = True,
+        join_timeout: float = 10.0,
+    ) -> None:
         super().__init__(node_id)
+        if network is not None and not isinstance(network, PykkaNetwork | TcpNetwork):
+            raise TypeError(
+                f"network must be a PykkaNetwork or a TcpNetwork, got {type(network).__name__}"
+            )
         self._owns_network = network is None
-        self._network = PykkaNetwork() if network is None else network
+        self._network = network if isinstance(network, PykkaNetwork) else PykkaNetwork()
         self._lock = threading.RLock()
         self._cells: dict[str, _Cell] = {}
         self._groups: LocalGroups[_Cell] = LocalGroups()
         self.subscribers = Subscribers(node_id)
-        self._events = ClusterEventsView(_Membership(self), self._check_open)
         self._scheduler = TimerScheduler(node_id)
-        self._network.join(self)
+        self._tcp: TcpLink | None = None
+        if isinstance(network, TcpNetwork):
+            self._tcp = TcpLink(network, node_id, self)
+            self._events = ClusterEventsView(self._tcp.remote.directory, self._check_open)
+            if join:
+                self.join_cluster(join_timeout)
+        else:
+            self._events = ClusterEventsView(_Membership(self), self._check_open)
+            self._network.join(self)
 
     # -- identity ---------------------------------------------------------------
 
     @property
-    def network(self) -> PykkaNetwork:
-        """The in-process cluster this runtime joined."""
+    def network(self) -> PykkaNetwork | TcpNetwork:
+        """The cluster this runtime joined: in this process, or over the network."""
+        return self._tcp.network if self._tcp is not None else self._network
+
+    @property
+    def local_network(self) -> PykkaNetwork:
+        """The in-process cluster (a private, unused one with a ``TcpNetwork``)."""
         return self._network
+
+    @property
+    def peers(self) -> list[str]:
+        """The other live nodes whose actors this node knows, sorted."""
+        if self._tcp is not None:
+            return sorted(self._tcp.remote.directory.joined())
+        return [n for n in self._network.live_nodes() if n != self._node_id]
+
+    @property
+    def drops(self) -> dict[str, int]:
+        """Messages from other processes dropped here, by reason (a ``TcpNetwork`` only)."""
+        return {} if self._tcp is None else self._tcp.remote.drops.counts()
+
+    def join_cluster(self, timeout: float = 10.0, cancel: threading.Event | None = None) -> bool:
+        """With a ``TcpNetwork``: join the cluster and wait (up to ``timeout`` s, or
+        until ``cancel`` is set) until the members and their actors are known.
+
+        Returns False if the wait ended first (joining goes on in the background).
+
+        Raises:
+            JoinRefusedError: the cluster refused this node.
+            NodeShutdownError: the runtime was shut down.
+        """
+        self._check_open("join the cluster")
+        return True if self._tcp is None else self._tcp.join(timeout, cancel)
 
     def actor_names(self) -> list[str]:
         """Names of this runtime's running actors."""
@@ -134,7 +193,22 @@ class PykkaRuntime(RuntimeBase, SchedulerTimers):
         with self._lock:
             if self._cells.get(cell.name) is cell:
                 del self._cells[cell.name]
-        self._groups.forget(cell)
+        if self._groups.forget(cell):
+            self._publish_groups()
+
+    def local_actor(self, name: str) -> _Cell | None:
+        """The running actor called ``name`` (messages from other processes go to it)."""
+        with self._lock:
+            cell = self._cells.get(name)
+        return None if cell is None or cell.stopped.is_set() else cell
+
+    def group_table(self) -> dict[str, list[str]]:
+        """Every group with the names of this node's members (what peers are told)."""
+        return self._groups.table()
+
+    def _publish_groups(self) -> None:
+        if self._tcp is not None and not self._closed:
+            self._tcp.remote.publish_groups()
 
     def route(self, cell: _Cell, msg: bytes) -> bool:
         """Count a cross-node message from this node to ``cell``; False if it is lost.
@@ -160,7 +234,9 @@ class PykkaRuntime(RuntimeBase, SchedulerTimers):
     def _timer_target(
         self, ref: ActorRef, msg: Any
     ) -> tuple[Callable[[], bool], Callable[[], None]]:
-        target = _pykka_ref(ref)
+        target: PykkaActorRef | RemoteActorRef = (
+            ref if isinstance(ref, RemoteActorRef) else _pykka_ref(ref)
+        )
         target.check_message(msg)
         return (lambda: target.alive), (lambda: target.send(msg))
 
@@ -179,7 +255,9 @@ class PykkaRuntime(RuntimeBase, SchedulerTimers):
             self._check_open(f"join group {name!r}")
             if cell.stopped.is_set():
                 raise ActorSendError(f"{cell.describe()} is stopped; it cannot join {name!r}")
-            self._groups.join(name, cell)
+            changed = self._groups.join(name, cell)
+        if changed:
+            self._publish_groups()
 
     def leave_group(self, name: str, ref: ActorRef) -> None:
         """Remove a local actor from group ``name``; idempotent (also after shutdown).
@@ -187,11 +265,15 @@ class PykkaRuntime(RuntimeBase, SchedulerTimers):
         Raises:
             ValueError: ``ref`` is hosted by another runtime.
         """
-        self._groups.leave(name, self._local_cell(ref))
+        if self._groups.leave(name, self._local_cell(ref)):
+            self._publish_groups()
 
     def _broadcast(self, name: str, msg: bytes) -> None:
         """One message per remote member; each is lost silently if a partition or a
         stopped target is in the way."""
+        if self._tcp is not None:
+            self._tcp.remote.cast(name, msg)
+            return
         for ref in self._members(name):
             if not ref.is_local:
                 ref.send(msg)
@@ -202,7 +284,14 @@ class PykkaRuntime(RuntimeBase, SchedulerTimers):
         Raises:
             NodeShutdownError: the runtime was shut down.
         """
-        return list(self._members(name))
+        if self._tcp is None:
+            return list(self._members(name))
+        self._check_open(f"list group {name!r}")
+        refs: list[PykkaActorRef | RemoteActorRef] = [
+            PykkaActorRef(cell, self) for cell in self._groups.members(name)
+        ]
+        refs += self._tcp.members(name)
+        return sorted(refs, key=lambda ref: (ref.node_id, ref.name))
 
     def _members(self, name: str) -> list[PykkaActorRef]:
         self._check_open(f"list group {name!r}")
@@ -234,6 +323,9 @@ class PykkaRuntime(RuntimeBase, SchedulerTimers):
         busy and returns even if one does not finish.
         """
         if self.halt():
+            if self._tcp is not None:
+                self._tcp.close()
+                return
             self._network.leave(self)
             if self._owns_network:
                 self._network.close()

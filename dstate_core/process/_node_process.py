@@ -39,7 +39,8 @@ from typing import Any, TextIO
 
 from ..model._config import ChangeFeedConfig, StateConfig
 from ..model._errors import DStateError
-from ..persistence import FilePersistence
+from ..model._persistence import StatePersistence
+from ..persistence import FilePersistence, SqlitePersistence
 from ..runtime._protocol import ActorRuntime, ClusterEvent, NodeJoined, NodeLeft
 from ..shell._node import DStateNode
 from ._control import Controller, Emitter, generation_json, serve_lines
@@ -141,10 +142,12 @@ class NodeProcess:
             raise
 
     def _register(self, node: DStateNode, spec: StateSpec) -> None:
-        persistence = None
-        if self.options.data_dir is not None:
-            path = self.options.data_dir / state_file_name(spec.state_type.NAME)
-            persistence = FilePersistence(path, spec.state_type.NAME)
+        persistence: StatePersistence | None = None
+        data_dir, name = self.options.data_dir, spec.state_type.NAME
+        if data_dir is not None and self.options.persistence == "sqlite":
+            persistence = SqlitePersistence(data_dir / f"{state_file_name(name)}.sqlite3", name)
+        elif data_dir is not None:
+            persistence = FilePersistence(data_dir / state_file_name(name), name)
         config = StateConfig(sync_strategy=STRATEGIES[spec.strategy](), persistence=persistence)
         try:
             node.register(spec.state_type, config)

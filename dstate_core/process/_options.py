@@ -79,13 +79,17 @@ class NodeOptions:
     feed_interval: float = 1.0
     control: str = "stdio"
     exit_on_eof: bool = False
+    persistence: str = "file"
 
 
-def add_node_options(node: argparse.ArgumentParser, docs: str) -> None:
+def add_node_options(
+    node: argparse.ArgumentParser, docs: str, secret_option: str = "--cluster-secret-file"
+) -> None:
     """Add the shared options to a runtime's ``node`` subcommand parser.
 
     Args:
         docs: where the control channel is documented (for ``--help``).
+        secret_option: the name of the cluster secret file's option.
     """
     node.add_argument("--node-id", required=True, metavar="ID", help="unique in the cluster")
     node.add_argument(
@@ -104,10 +108,19 @@ def add_node_options(node: argparse.ArgumentParser, docs: str) -> None:
         "a restart resumes its generations",
     )
     node.add_argument(
-        "--cluster-secret-file",
+        "--persistence",
+        choices=("file", "sqlite"),
+        default="file",
+        help="how --data-dir keeps each shard: one file per state (default) or one SQLite "
+        "database per state",
+    )
+    node.add_argument(
+        secret_option,
+        dest="cluster_secret_file",
         type=Path,
         metavar="FILE",
-        help="a file holding the HMAC key every member shares (whitespace around it is ignored)",
+        help="a file holding the secret every member shares (whitespace around it is "
+        "ignored; it must not be readable by other users)",
     )
     node.add_argument(
         "--feed-interval",
@@ -170,19 +183,27 @@ def parse_state(text: str) -> StateSpec:
     return StateSpec(found, strategy, text)
 
 
-def read_secret(path: Path) -> bytes:
+def read_secret(path: Path, option: str = "--cluster-secret-file", private: bool = False) -> bytes:
     """The cluster secret in ``path`` (surrounding whitespace stripped).
 
+    Args:
+        option: the option's name, for messages.
+        private: refuse a file other users may read (else only warn).
+
     Raises:
-        CliError: the file cannot be read or is empty.
+        CliError: the file cannot be read, is empty, or (``private``) is not private.
     """
     try:
         secret = path.read_bytes().strip()
     except OSError as exc:
-        raise CliError(f"cannot read --cluster-secret-file {str(path)!r}: {exc.strerror}") from None
+        raise CliError(f"cannot read {option} {str(path)!r}: {exc.strerror}") from None
     if not secret:
-        raise CliError(f"--cluster-secret-file {str(path)!r} is empty")
+        raise CliError(f"{option} {str(path)!r} is empty")
     if os.name == "posix" and path.stat().st_mode & 0o077:
+        if private:
+            raise CliError(
+                f"{option} {str(path)!r} may be read by other users: run chmod 600 {path}"
+            )
         _log.warning("the cluster secret file %s is readable by other users (chmod 600)", path)
     return secret
 
@@ -214,8 +235,13 @@ def check_seconds(args: argparse.Namespace, *names: str) -> None:
             raise CliError(f"--{name.replace('_', '-')} must be a number of seconds > 0")
 
 
-def parse_node_options(args: argparse.Namespace) -> NodeOptions:
+def parse_node_options(
+    args: argparse.Namespace, secret_option: str = "--cluster-secret-file", private: bool = False
+) -> NodeOptions:
     """Check the shared options; nothing is started.
+
+    Args:
+        secret_option, private: see :func:`read_secret`.
 
     Raises:
         CliError: what to fix.
@@ -234,9 +260,12 @@ def parse_node_options(args: argparse.Namespace) -> NodeOptions:
         states=states,
         data_dir=None if args.data_dir is None else check_data_dir(args.data_dir),
         cluster_secret=(
-            None if args.cluster_secret_file is None else read_secret(args.cluster_secret_file)
+            None
+            if args.cluster_secret_file is None
+            else read_secret(args.cluster_secret_file, secret_option, private)
         ),
         feed_interval=args.feed_interval,
         control=args.control,
         exit_on_eof=args.exit_on_eof,
+        persistence=args.persistence,
     )

@@ -1,0 +1,98 @@
+"""The membership engine's memory: rumours to pass on, and the peers that are gone.
+
+:class:`GossipQueue` holds the latest rumour about each peer and hands out the
+least-told ones, a few per message, until each has been told about
+``3 * log2(cluster size)`` times: enough for an epidemic to reach every member
+with high probability, and the cost per message stays fixed however big the
+cluster is.
+
+:class:`Tombstones` remembers the peers declared left (so a late message of a
+process that left cannot bring it back) for a while, and at most
+:data:`MAX_TOMBSTONES` of them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ._messages import Gossip, Peer
+
+__all__ = ["MAX_TOMBSTONES", "GossipQueue", "Tombstone", "Tombstones"]
+
+#: Tombstones kept at most (the oldest go first).
+MAX_TOMBSTONES = 10_000
+
+
+class GossipQueue:
+    """The rumours this node still passes on, one per peer (the newest wins)."""
+
+    def __init__(self, per_message: int) -> None:
+        self._per_message = per_message
+        self._told: dict[str, tuple[Gossip, int]] = {}
+
+    def add(self, rumour: Gossip) -> None:
+        """Pass ``rumour`` on (it replaces any older rumour about the same node)."""
+        self._told[rumour.peer.node] = (rumour, 0)
+
+    def take(self, cluster_size: int) -> tuple[Gossip, ...]:
+        """The least-told rumours for one message; each counts as told once more."""
+        if not self._told:
+            return ()
+        limit = 3 * max(1, math.ceil(math.log2(cluster_size + 1)))
+        chosen = sorted(self._told.items(), key=lambda item: item[1][1])[: self._per_message]
+        out = []
+        for node, (rumour, told) in chosen:
+            out.append(rumour)
+            if told + 1 >= limit:
+                del self._told[node]
+            else:
+                self._told[node] = (rumour, told + 1)
+        return tuple(out)
+
+    def __len__(self) -> int:
+        return len(self._told)
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """A peer declared gone: ``left`` if it said goodbye (final), else unreachable."""
+
+    peer: Peer
+    left: bool
+    since: float
+
+
+class Tombstones:
+    """Peers declared gone, kept ``ttl`` seconds."""
+
+    def __init__(self, ttl: float) -> None:
+        self._ttl = ttl
+        self._stones: dict[str, Tombstone] = {}
+
+    def bury(self, peer: Peer, left: bool, now: float) -> None:
+        """Remember ``peer`` as gone (``left``: by its own goodbye)."""
+        self._stones.pop(peer.node, None)
+        if len(self._stones) >= MAX_TOMBSTONES:
+            del self._stones[next(iter(self._stones))]
+        self._stones[peer.node] = Tombstone(peer, left, now)
+
+    def get(self, node: str) -> Tombstone | None:
+        """The tombstone of ``node``, if any."""
+        return self._stones.get(node)
+
+    def remove(self, node: str) -> None:
+        """Forget ``node``'s tombstone (it is a member again)."""
+        self._stones.pop(node, None)
+
+    def unreachable(self) -> list[Peer]:
+        """Peers declared gone without a goodbye (one may come back), oldest first."""
+        return [s.peer for s in self._stones.values() if not s.left]
+
+    def expire(self, now: float) -> None:
+        """Forget tombstones older than the ttl."""
+        for node in [n for n, s in self._stones.items() if now - s.since > self._ttl]:
+            del self._stones[node]
+
+    def __len__(self) -> int:
+        return len(self._stones)

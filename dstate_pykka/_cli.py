@@ -1,0 +1,120 @@
+"""``python -m dstate_pykka node ...``: the command line of a network node process.
+
+Parses and checks the options (every check that can fail runs before the node
+listens), then hands them to :class:`~._process.PykkaNodeProcess`. Exit status:
+0 after a clean stop, 2 for anything the user must fix (one line on stderr
+saying what), 1 for an unexpected failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from dstate_core.process import (
+    CliError,
+    NodeProcess,
+    OneLineParser,
+    add_node_options,
+    check_seconds,
+    parse_node_options,
+    run_node_command,
+)
+
+from ._process import PykkaNetOptions, PykkaNodeProcess
+
+__all__ = ["build_parser", "main", "parse_net_options"]
+
+PROG = "python -m dstate_pykka"
+_SECRET = "--secret-file"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m dstate_pykka`` parser (one subcommand: ``node``)."""
+    parser = OneLineParser(prog=PROG, description="Run dstate nodes on Pykka, over the network.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    node = commands.add_parser(
+        "node",
+        help="run one node process",
+        description=(
+            "Run one dstate node hosting the given states; it joins the other node processes "
+            "through its seeds, encrypted with the cluster secret. Control it with JSON lines "
+            'on stdin (see docs/network.md); stop it with Ctrl-C, SIGTERM or {"cmd": "shutdown"}.'
+        ),
+    )
+    add_node_options(node, "docs/network.md", secret_option=_SECRET)
+    node.add_argument(
+        "--listen",
+        required=True,
+        metavar="HOST:PORT",
+        help="where to listen (port 0: any free port; the ready event says which)",
+    )
+    node.add_argument(
+        "--seed",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a member to join through (repeatable; none: start a cluster)",
+    )
+    node.add_argument(
+        "--advertise",
+        metavar="HOST:PORT",
+        help="the address other nodes reach this one at (behind NAT, in a container, or "
+        "when listening on 0.0.0.0)",
+    )
+    node.add_argument(
+        "--insecure",
+        action="store_true",
+        help="no encryption and no authentication (only with --listen on 127.0.0.1)",
+    )
+    node.add_argument(
+        "--failure-timeout",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="a silent node is declared left within about this long (default 1.0)",
+    )
+    node.add_argument(
+        "--join-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to wait for a seed before running alone (and still trying; default 10)",
+    )
+    return parser
+
+
+def parse_net_options(args: argparse.Namespace) -> PykkaNetOptions:
+    """Check the network options; nothing is started.
+
+    Raises:
+        CliError: what to fix.
+    """
+    check_seconds(args, "failure_timeout", "join_timeout")
+    if args.insecure and args.cluster_secret_file is not None:
+        raise CliError(f"give either {_SECRET} or --insecure, not both")
+    if not args.insecure and args.cluster_secret_file is None:
+        raise CliError(
+            f"a network node needs {_SECRET} (32+ random bytes, chmod 600; the same file "
+            "on every node), or --insecure for a test on 127.0.0.1"
+        )
+    return PykkaNetOptions(
+        listen=args.listen,
+        seeds=tuple(args.seed),
+        advertise=args.advertise,
+        insecure=args.insecure,
+        failure_timeout=args.failure_timeout,
+        join_timeout=args.join_timeout,
+    )
+
+
+def _build(args: argparse.Namespace) -> NodeProcess:
+    net = parse_net_options(args)
+    options = parse_node_options(args, _SECRET, private=True)
+    return PykkaNodeProcess(options, net, sys.stdout)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    return run_node_command(build_parser(), _build, argv)
