@@ -17,8 +17,10 @@ from bench import (
     change_feed,
     delta_bytes,
     join,
+    membership_traffic,
     mutation_cost,
     mutation_throughput,
+    network_processes,
     persistence,
     thespian_processes,
 )
@@ -141,7 +143,9 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark("change_feed", change_feed.STEPS, change_feed.tables),
     Benchmark("delta_bytes", delta_bytes.STEPS, delta_bytes.tables),
     Benchmark("join", join.STEPS, join.tables),
+    Benchmark("membership_traffic", membership_traffic.STEPS, membership_traffic.tables),
     Benchmark("mutation_cost", mutation_cost.STEPS, mutation_cost.tables),
     Benchmark("persistence", len(PERSISTENCE_SAVES), persistence_tables),
     Benchmark("thespian_processes", thespian_processes.STEPS, thespian_processes.tables),
+    Benchmark("network_processes", network_processes.STEPS, network_processes.tables),
 ]

@@ -99,6 +99,12 @@ def parse_net_options(args: argparse.Namespace) -> PykkaNetOptions:
             f"a network node needs {_SECRET} (32+ random bytes, chmod 600; the same file "
             "on every node), or --insecure for a test on 127.0.0.1"
         )
+    host = args.listen.rpartition(":")[0]
+    if args.insecure and host not in ("127.0.0.1", "localhost"):
+        raise CliError(
+            f"--insecure only listens on 127.0.0.1 (got --listen {args.listen}): anyone who "
+            f"reaches the port could join; give {_SECRET} instead"
+        )
     return PykkaNetOptions(
         listen=args.listen,
         seeds=tuple(args.seed),

@@ -95,12 +95,19 @@ class PykkaNodeProcess(NodeProcess):
         except JoinRefusedError as exc:
             raise CliError(str(exc)) from None
         if not joined and not self.stop_requested.is_set():
+            assert self.network is not None
+            rejected = self.network.counters()["rejected"]
             _log.warning(
-                "node %r: no seed of %s answered within %g s; running alone and still trying",
+                "node %r: no seed of %s answered within %g s; running alone and still trying%s",
                 self.options.node_id,
                 ", ".join(self.net.seeds),
                 self.net.join_timeout,
+                f" (rejected so far: {rejected})" if rejected else "",
             )
+
+    def runtime_failure(self) -> str | None:
+        """The cluster refused this node after it started (e.g. every seed refused its key)."""
+        return None if self.network is None else self.network.refused
 
     def runtime_status(self) -> dict[str, Any]:
         """Address, incarnation, members, peers and the network's counters."""
@@ -108,6 +115,7 @@ class PykkaNodeProcess(NodeProcess):
         assert network is not None and runtime is not None
         return {
             "address": network.address,
+            "pids": [os.getpid()],
             "secure": network.secure,
             "incarnation": network.incarnation,
             "members": network.members(),

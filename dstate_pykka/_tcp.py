@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from dstate_core.net import TcpNetwork
+from dstate_core.net import JoinRefusedError, TcpNetwork
 from dstate_core.runtime import LocalActors, RemoteActorRef, RemoteTraffic
 
 __all__ = ["TcpLink"]
@@ -49,8 +49,12 @@ class TcpLink:
         """
         deadline = time.monotonic() + timeout
         self.network.start()
-        if not self.network.wait_joined(timeout, cancel):
-            return False
+        try:
+            if not self.network.wait_joined(timeout, cancel):
+                return False
+        except JoinRefusedError:
+            self.network.close()  # its I/O thread has stopped: free its pipe now
+            raise
         while cancel is None or not cancel.is_set():
             left = deadline - time.monotonic()
             if left <= 0:

@@ -25,30 +25,49 @@ MAX_TOMBSTONES = 10_000
 
 
 class GossipQueue:
-    """The rumours this node still passes on, one per peer (the newest wins)."""
+    """The rumours this node still passes on, one per peer (the newest wins).
+
+    Rumours wait in buckets by how often they were told, so :meth:`take` costs
+    the same however many rumours wait (a join of many nodes queues one each).
+    """
 
     def __init__(self, per_message: int) -> None:
         self._per_message = per_message
-        self._told: dict[str, tuple[Gossip, int]] = {}
+        self._told: dict[str, int] = {}
+        self._buckets: list[dict[str, Gossip]] = [{}]
 
     def add(self, rumour: Gossip) -> None:
         """Pass ``rumour`` on (it replaces any older rumour about the same node)."""
-        self._told[rumour.peer.node] = (rumour, 0)
+        node = rumour.peer.node
+        told = self._told.pop(node, None)
+        if told is not None:
+            del self._buckets[told][node]
+        self._told[node] = 0
+        self._buckets[0][node] = rumour
 
     def take(self, cluster_size: int) -> tuple[Gossip, ...]:
         """The least-told rumours for one message; each counts as told once more."""
         if not self._told:
             return ()
         limit = 3 * max(1, math.ceil(math.log2(cluster_size + 1)))
-        chosen = sorted(self._told.items(), key=lambda item: item[1][1])[: self._per_message]
-        out = []
-        for node, (rumour, told) in chosen:
-            out.append(rumour)
+        chosen: list[tuple[str, Gossip, int]] = []
+        for told, bucket in enumerate(self._buckets):
+            for node, rumour in bucket.items():
+                chosen.append((node, rumour, told))
+                if len(chosen) == self._per_message:
+                    break
+            if len(chosen) == self._per_message:
+                break
+        for node, rumour, told in chosen:
+            del self._buckets[told][node]
             if told + 1 >= limit:
                 del self._told[node]
-            else:
-                self._told[node] = (rumour, told + 1)
-        return tuple(out)
+                continue
+            if told + 1 == len(self._buckets):
+                self._buckets.append({})
+            self._buckets[told + 1][node] = rumour
+            self._told[node] = told + 1
+        return tuple(rumour for _, rumour, _ in chosen)
 
     def __len__(self) -> int:
         return len(self._told)

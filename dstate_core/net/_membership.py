@@ -30,15 +30,25 @@ randomness from the ``random.Random`` it is given.
 
 from __future__ import annotations
 
+import bisect
 import logging
+import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from ..model._clock import Clock
 from ._gossip import GossipQueue, Tombstones
 from ._messages import Gossip, MemberMsg, MsgKind, Peer, PeerStatus
-from ._probes import Probe, Purpose
+from ._outputs import (
+    JoinRefused,
+    MemberDown,
+    MembershipConfig,
+    MembershipOutput,
+    MemberUp,
+    Send,
+)
+from ._probes import Probe, ProbeTimers, Purpose
 
 __all__ = [
     "JoinRefused",
@@ -51,79 +61,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger("dstate.net")
-
-
-@dataclass(frozen=True)
-class MembershipConfig:
-    """Timing and fan-out of the membership protocol.
-
-    Attributes:
-        failure_timeout: a silent process is declared left within about this long.
-        ring: how many ring successors each node probes every round.
-        indirect: how many members an unanswered probe is retried through.
-        gossip_per_message: rumours piggybacked on one message at most.
-        join_retry_max: the longest wait between join attempts while alone.
-        sync_interval: the anti-entropy period for a cluster of 16; it grows with
-            the cluster so that its bytes per second per node stay flat.
-        tombstone_ttl: how long a departed process is remembered.
-    """
-
-    failure_timeout: float = 1.0
-    ring: int = 3
-    indirect: int = 2
-    gossip_per_message: int = 8
-    join_retry_max: float = 2.0
-    sync_interval: float = 2.0
-    tombstone_ttl: float = 60.0
-
-    @property
-    def round_interval(self) -> float:
-        """Seconds between probe rounds."""
-        return self.failure_timeout / 4
-
-    @property
-    def ack_timeout(self) -> float:
-        """Seconds before an unanswered probe is retried through other members."""
-        return self.failure_timeout / 10
-
-    @property
-    def probe_timeout(self) -> float:
-        """Seconds before an unanswered probe declares its target left."""
-        return self.failure_timeout / 2
-
-
-@dataclass(frozen=True)
-class Send:
-    """Send ``msg`` to the node at ``addr``."""
-
-    addr: str
-    msg: MemberMsg
-
-
-@dataclass(frozen=True)
-class MemberUp:
-    """``peer`` is a member now."""
-
-    peer: Peer
-
-
-@dataclass(frozen=True)
-class MemberDown:
-    """``peer`` is no longer a member (``reason`` says why)."""
-
-    peer: Peer
-    reason: str
-
-
-@dataclass(frozen=True)
-class JoinRefused:
-    """A seed refused to let this process in: it must stop (``reason`` says why)."""
-
-    reason: str
-    seed: str
-
-
-MembershipOutput = Send | MemberUp | MemberDown | JoinRefused
 
 
 class Membership:
@@ -156,6 +93,8 @@ class Membership:
         self._tombs = Tombstones(config.tombstone_ttl)
         self._gossip = GossipQueue(config.gossip_per_message)
         self._probes: dict[str, Probe] = {}
+        self._timers = ProbeTimers()
+        self._ring: list[str] | None = None
         self._by_seq: dict[int, str] = {}
         self._relays: dict[int, tuple[Peer, int, float]] = {}
         self._seq = 0
@@ -187,14 +126,14 @@ class Membership:
     @property
     def settled(self) -> bool:
         """True once joined and no rumoured member is still being checked."""
-        return self.joined and not any(
-            p.purpose is Purpose.VERIFY for p in self._probes.values()
-        )
+        return self.joined and not any(p.purpose is Purpose.VERIFY for p in self._probes.values())
 
     def next_deadline(self) -> float:
         """When :meth:`tick` has work next (clock seconds)."""
         deadlines = [self._next_round, self._next_sync]
-        deadlines += [p.deadline(self.config) for p in self._probes.values()]
+        probe_due = self._timers.next(self._probes, self.config)
+        if probe_due is not None:
+            deadlines.append(probe_due)
         deadlines += [until for _, _, until in self._relays.values()]
         if self._seeds and not self._alive:
             deadlines.append(self._next_join)
@@ -212,15 +151,16 @@ class Membership:
         self._catch_up(now)
         if self._leaving:
             return self._flush()
+        if now >= self._next_round:
+            self._next_round = now + self.config.round_interval
+            self._probe_round()
+        self._advance_probes(now)
+        # After the probes: one that just expired may have taken the last member.
         if self._seeds and not self._alive and now >= self._next_join:
             for seed in self._seeds:
                 self._send(seed, MsgKind.JOIN)
             self._next_join = now + self._join_wait
             self._join_wait = min(self._join_wait * 2, self.config.join_retry_max)
-        if now >= self._next_round:
-            self._next_round = now + self.config.round_interval
-            self._probe_round()
-        self._advance_probes(now)
         for seq in [s for s, (_, _, until) in self._relays.items() if now >= until]:
             del self._relays[seq]
         if now >= self._next_sync:
@@ -234,8 +174,9 @@ class Membership:
             return []
         if msg.src.node == self.me.node:
             if msg.kind == MsgKind.JOIN and msg.src.inc != self.me.inc:
-                self._refuse(msg.src, f"node id {self.me.node!r} is taken by the live node at "
-                             f"{self.me.addr}")
+                self._refuse(
+                    msg.src, f"node id {self.me.node!r} is taken by the live node at {self.me.addr}"
+                )
             return self._flush()
         if msg.kind == MsgKind.JOIN:
             self._on_join(msg.src)
@@ -245,6 +186,12 @@ class Membership:
             self._on_refuse(msg)
         elif self._heard_from(msg.src):
             self._on_message(msg)
+        else:
+            # A peer this node declared left may say the same of it (a partition that
+            # healed): refute it, or each side ignores the other's news for good.
+            for rumour in msg.gossip:
+                if rumour.peer.node == self.me.node:
+                    self._on_rumour(rumour, msg.src)
         return self._flush()
 
     def leave(self) -> list[MembershipOutput]:
@@ -299,8 +246,9 @@ class Membership:
         current = self._alive.get(joiner.node)
         if current is not None and current.inc != joiner.inc:
             if joiner.inc < current.inc:
-                self._refuse(joiner, f"node id {joiner.node!r} is taken by a newer process at "
-                             f"{current.addr}")
+                self._refuse(
+                    joiner, f"node id {joiner.node!r} is taken by a newer process at {current.addr}"
+                )
                 return
             if current.addr != joiner.addr:
                 # A restart after a crash, or a second process with the same id: ask the
@@ -347,8 +295,11 @@ class Membership:
             self._down(current, "restarted")
         tomb = self._tombs.get(peer.node)
         if tomb is not None:
-            if peer.inc < tomb.peer.inc or (peer.inc == tomb.peer.inc and tomb.left):
+            if peer.inc < tomb.peer.inc:
                 return False
+            # Even after a goodbye: one forged by another member must not cut a live
+            # process off, so it hears it was declared left and comes back (a process
+            # that really left is gone and cannot).
             if peer.inc == tomb.peer.inc and peer.version <= tomb.peer.version:
                 self._tell_declared_left(tomb.peer)
                 return False
@@ -367,31 +318,43 @@ class Membership:
             if current is not None and current.same_process(peer) and peer.node not in self._probes:
                 self._start_probe(current, Purpose.CONFIRM)
             return
-        if current is not None and (peer.inc < current.inc or (
-            peer.inc == current.inc and peer.version <= current.version
-        )):
+        if current is not None and (
+            peer.inc < current.inc or (peer.inc == current.inc and peer.version <= current.version)
+        ):
             return
         tomb = self._tombs.get(peer.node)
-        if tomb is not None and (peer.inc < tomb.peer.inc or (
-            peer.inc == tomb.peer.inc and (tomb.left or peer.version <= tomb.peer.version)
-        )):
+        if tomb is not None and (
+            peer.inc < tomb.peer.inc
+            or (peer.inc == tomb.peer.inc and (tomb.left or peer.version <= tomb.peer.version))
+        ):
             return
         if peer.node not in self._probes:
             self._start_probe(peer, Purpose.VERIFY)
 
     def _refute(self, version: int, teller: Peer) -> None:
         """Members declared this process left: come back with a higher version."""
-        if version < self.me.version:
+        probe = self._probes.get(teller.node)
+        if version >= self.me.version:
+            self.me = replace(self.me, version=version + 1)
+            _log.warning(
+                "node %r was declared left by %r; rejoining as version %d",
+                self.me.node,
+                teller.node,
+                self.me.version,
+            )
+            self._gossip.add(Gossip(PeerStatus.ALIVE, self.me))
+            # What peers sent while this process was out never came: re-announce them all.
+            for peer in sorted(self._alive.values(), key=lambda p: p.node):
+                self._out.append(MemberDown(peer, "this node was declared left; resyncing"))
+                self._out.append(MemberUp(peer))
+        elif probe is None:
             return
-        self.me = replace(self.me, version=version + 1)
-        _log.warning("node %r was declared left by %r; rejoining as version %d",
-                     self.me.node, teller.node, self.me.version)
-        self._gossip.add(Gossip(PeerStatus.ALIVE, self.me))
-        # What peers sent while this process was out never came: re-announce them all.
-        for peer in sorted(self._alive.values(), key=lambda p: p.node):
-            self._out.append(MemberDown(peer, "this node was declared left; resyncing"))
-            self._out.append(MemberUp(peer))
-        self._send(teller.addr, MsgKind.NOTICE)
+        if probe is not None:
+            # The teller answered this node's ping with the news, not an ack: ask again
+            # as the new version, or the probe fails and the two evict each other in turn.
+            self._send(probe.peer.addr, MsgKind.PING, seq=probe.seq)
+        else:
+            self._send(teller.addr, MsgKind.NOTICE)
 
     def _tell_declared_left(self, peer: Peer) -> None:
         """Tell a process this node declared left so (once per round at most)."""
@@ -404,28 +367,34 @@ class Membership:
     # -- probes ---------------------------------------------------------------------
 
     def _probe_round(self) -> None:
-        ring = sorted(self._alive)
-        targets: list[str] = []
-        if ring:
-            after = [n for n in ring if n > self.me.node] + [n for n in ring if n < self.me.node]
-            targets = after[: self.config.ring]
-            others = [n for n in ring if n not in targets]
-            if others:
-                targets.append(self._rng.choice(others))
+        if self._ring is None:
+            self._ring = sorted(self._alive)
+        ring = self._ring
+        # The next members after this one in the ring, then one of the others at random.
+        first, count = bisect.bisect_right(ring, self.me.node), min(self.config.ring, len(ring))
+        targets = [ring[(first + i) % len(ring)] for i in range(count)]
+        if len(ring) > count:
+            pick = count + self._rng.randrange(len(ring) - count)
+            targets.append(ring[(first + pick) % len(ring)])
         for node in targets:
             if node not in self._probes:
                 self._start_probe(self._alive[node], Purpose.MONITOR)
-        self._told_dead = {n: t for n, t in self._told_dead.items() if n in self._alive or
-                           self._tombs.get(n) is not None}
+        self._told_dead = {
+            n: t
+            for n, t in self._told_dead.items()
+            if n in self._alive or self._tombs.get(n) is not None
+        }
 
     def _start_probe(self, peer: Peer, purpose: Purpose, joiner: Peer | None = None) -> None:
         seq = self._next_seq()
-        self._probes[peer.node] = Probe(peer, seq, self._clock.now(), purpose, joiner)
+        probe = self._probes[peer.node] = Probe(peer, seq, self._clock.now(), purpose, joiner)
+        self._timers.add(probe, self.config)
         self._by_seq[seq] = peer.node
         self._send(peer.addr, MsgKind.PING, seq=seq)
 
     def _advance_probes(self, now: float) -> None:
-        for node, probe in list(self._probes.items()):
+        for node in self._timers.due(now, self._probes, self.config):
+            probe = self._probes[node]
             if probe.indirect_due(now, self.config):
                 probe.indirect_sent = True
                 helpers = [p for n, p in self._alive.items() if n != node]
@@ -443,13 +412,12 @@ class Membership:
                 self._down(peer, "unreachable (a new process took its node id)")
             if self._heard_from(probe.joiner):
                 self._send(probe.joiner.addr, MsgKind.WELCOME, table=self._table())
-        elif probe.purpose != Purpose.VERIFY and peer is not None and peer.same_process(
-            probe.peer
-        ):
+        elif probe.purpose != Purpose.VERIFY and peer is not None and peer.same_process(probe.peer):
             self._down(peer, "unreachable")
             self._gossip.add(Gossip(PeerStatus.DEAD, peer))
             others = list(self._alive.values())
-            for other in self._rng.sample(others, min(self.config.indirect + 1, len(others))):
+            fanout = max(self.config.indirect + 1, math.ceil(math.log2(len(others) + 1)))
+            for other in self._rng.sample(others, min(fanout, len(others))):
                 self._send(other.addr, MsgKind.NOTICE)
 
     def _catch_up(self, now: float) -> None:
@@ -461,6 +429,7 @@ class Membership:
             _log.info("node %r was paused for %.1f s", self.me.node, now - self._last_tick)
             for probe in self._probes.values():
                 probe.restart(now)
+                self._timers.add(probe, self.config)
                 self._send(probe.peer.addr, MsgKind.PING, seq=probe.seq)
             self._next_round = now
         self._last_tick = now
@@ -473,6 +442,12 @@ class Membership:
         if self._alive:
             peer = self._rng.choice(list(self._alive.values()))
             self._send(peer.addr, MsgKind.SYNC, table=self._table(), reply=True)
+        known = {p.addr for p in self._alive.values()}
+        strangers = [seed for seed in self._seeds if seed not in known]
+        if self._alive and strangers:
+            # Two clusters that formed apart (their seeds were unreachable at the time)
+            # merge: a seed that hears this node admits it, and their tables cross.
+            self._send(self._rng.choice(strangers), MsgKind.SYNC, table=self._table(), reply=True)
         self._tombs.expire(now)
         unreachable = self._tombs.unreachable()
         if unreachable:
@@ -487,11 +462,13 @@ class Membership:
 
     def _up(self, peer: Peer) -> None:
         self._alive[peer.node] = peer
+        self._ring = None
         self._gossip.add(Gossip(PeerStatus.ALIVE, peer))
         self._out.append(MemberUp(peer))
 
     def _down(self, peer: Peer, reason: str, left: bool = False) -> None:
         del self._alive[peer.node]
+        self._ring = None
         probe = self._probes.pop(peer.node, None)
         if probe is not None:
             self._by_seq.pop(probe.seq, None)

@@ -177,6 +177,11 @@ def _text(value: Any, what: str, limit: int, empty: bool = False) -> str:
     return value
 
 
+def _one_of(value: Any, allowed: frozenset[str]) -> bool:
+    """True if ``value`` is one of the strings ``allowed`` (False for a list, say)."""
+    return isinstance(value, str) and value in allowed
+
+
 def _peer_in(value: Any) -> Peer:
     if not isinstance(value, list) or len(value) != 4:
         raise ValueError("bad peer")
@@ -210,7 +215,7 @@ def _gossip(value: Any) -> tuple[Gossip, ...]:
         raise ValueError("bad gossip list")
     out = []
     for item in value:
-        if not isinstance(item, list) or len(item) != 5 or item[0] not in PeerStatus.ALL:
+        if not isinstance(item, list) or len(item) != 5 or not _one_of(item[0], PeerStatus.ALL):
             raise ValueError("bad gossip")
         out.append(Gossip(item[0], _peer_in(item[1:])))
     return tuple(out)
@@ -220,7 +225,7 @@ def _member_msg(items: Sequence[Any]) -> MemberMsg:
     if len(items) != 9:
         raise ValueError("bad membership message")
     _, kind, src, seq, target, table, gossip, reason, reply = items
-    if kind not in MsgKind.ALL:
+    if not _one_of(kind, MsgKind.ALL):
         raise ValueError("unknown membership message kind")
     if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < _MAX_VERSION:
         raise ValueError("bad sequence number")
@@ -267,6 +272,8 @@ def decode_frame(data: bytes) -> MemberMsg | Parcel:
         raise ValueError(f"undecodable frame: {type(exc).__name__}") from None
     if not isinstance(items, list) or not items:
         raise ValueError("a frame must be a non-empty array")
+    if type(items[0]) is not int:  # True == 1, but a bool is no frame type
+        raise ValueError("unknown frame type")
     if items[0] == MEMBERSHIP:
         return _member_msg(items)
     if items[0] == PARCEL:

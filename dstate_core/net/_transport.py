@@ -109,7 +109,7 @@ class TcpNetwork:
         self._settings = settings = check_settings(
             node_id,
             listen,
-            list(seeds),
+            seeds if isinstance(seeds, str) else list(seeds),  # a str is refused there
             cluster_secret,
             advertise,
             failure_timeout,
@@ -129,11 +129,13 @@ class TcpNetwork:
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
-        self._starting = self._stopping = False
+        self._starting = self._stopping = self._closed = False
         self._started = threading.Event()
         self._joined = threading.Event()
         self._refused: str | None = None
         self._settled = False
+        #: Views to publish once :meth:`_apply` has queued its batch's messages.
+        self._held: list[tuple[list[tuple[str, str]], bool]] | None = None
         self._seed_failures: dict[str, int] = {}
         self._seed_ok: set[str] = set()
         self._sent = self._bytes = self._shed = 0
@@ -243,9 +245,11 @@ class TcpNetwork:
     def close(self) -> None:
         """Say goodbye to the members (they see this node leave at once), then close."""
         with self._lock:
-            if self._stopping:
+            # Not ``_stopping``: a refused or failed I/O thread sets that, and its pipe
+            # must still be closed here.
+            if self._closed:
                 return
-            self._stopping = True
+            self._closed = self._stopping = True
             thread = self._thread
         if thread is None:
             self._sockets.close_all()
@@ -332,6 +336,10 @@ class TcpNetwork:
             self._sink.on_parcel(item)
 
     def _apply(self, outputs: list[MembershipOutput]) -> None:
+        # The runtime hears of member changes only after this batch's messages are queued:
+        # a joiner gets its WELCOME before the parcels our runtime sends it once it is a
+        # member here (it would drop them, not knowing us yet).
+        self._held = []
         for out in outputs:
             if isinstance(out, Send):
                 self._send(out.addr, encode_member_msg(out.msg))
@@ -341,6 +349,10 @@ class TcpNetwork:
                 self._member_down(out.peer, out.reason)
             elif isinstance(out, JoinRefused):
                 self._give_up(f"seed {out.seed} refused node {self.node_id!r}: {out.reason}")
+        held, self._held = self._held, None
+        if self._sink is not None:
+            for view, complete in held:
+                self._sink.on_view(view, complete)
         if self._engine.joined:
             self._joined.set()
         if self._settled != self._engine.settled:
@@ -368,7 +380,9 @@ class TcpNetwork:
         self._settled = self._engine.settled
         with self._lock:
             view = list(self._view.items())
-        if self._sink is not None:
+        if self._held is not None:
+            self._held.append((view, self._settled))
+        elif self._sink is not None:
             self._sink.on_view(view, self._settled)
 
     def _on_handshake(self, addr: str, ok: bool) -> None:
@@ -378,9 +392,12 @@ class TcpNetwork:
         if not addr:
             self._reject("handshake failed (a client without the cluster key?)", "inbound")
             return
-        self._reject("handshake failed: the peer refused this node's key", addr)
+        # While joining, a refusal is reported once, by whoever waits for the join
+        # (JoinRefusedError, or the join timeout's warning): not a second time here.
+        level = logging.WARNING if self._engine.joined else logging.INFO
+        self._reject("handshake failed: the peer refused this node's key", addr, level)
         self._seed_failures[addr] = self._seed_failures.get(addr, 0) + 1
-        seeds = self._settings.seeds
+        seeds = [s for s in self._settings.seeds if s != self._address]
         if (
             seeds
             and not self._engine.joined
@@ -393,7 +410,8 @@ class TcpNetwork:
             )
 
     def _give_up(self, reason: str) -> None:
-        _log.error("node %r: %s", self.node_id, reason)
+        # Raised as JoinRefusedError to whoever waits for the join: logged quietly here.
+        _log.info("node %r: %s", self.node_id, reason)
         self._refused = reason
         self._stopping = True
         self._joined.set()
@@ -402,7 +420,7 @@ class TcpNetwork:
         if not admitted:
             self._reject("unknown key (not a cluster member)", address)
 
-    def _reject(self, reason: str, source: str | None) -> None:
+    def _reject(self, reason: str, source: str | None, level: int = logging.WARNING) -> None:
         self.rejected.drop(
             reason,
             source or "unknown",
@@ -410,6 +428,7 @@ class TcpNetwork:
             self.node_id,
             source or "an unknown peer",
             reason,
+            level=level,
         )
 
     def _send(self, addr: str, frame: bytes) -> None:

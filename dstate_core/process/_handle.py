@@ -176,7 +176,7 @@ class NodeHandle:
     @property
     def pids(self) -> list[int]:
         """The node's other processes (e.g. a Thespian actor system's), from ``ready``."""
-        return list(self.ready()["pids"])
+        return list(self.ready().get("pids", []))
 
     def wait_event(self, predicate: Callable[[Event], bool], timeout: float) -> Event | None:
         """The first event (so far or to come) matching ``predicate``; None after ``timeout``."""

@@ -77,6 +77,7 @@ class NodeProcess:
         self.node: DStateNode | None = None
         self.stop_requested = threading.Event()
         self._why = ""
+        self._status = 0
         self._controller: Controller | None = None
         self._previous_handlers: dict[int, Any] = {}
 
@@ -99,6 +100,10 @@ class NodeProcess:
     def ready_fields(self) -> dict[str, Any]:
         """Extra fields of the ``ready`` event."""
         return {}
+
+    def runtime_failure(self) -> str | None:
+        """Why the runtime cannot go on (the cluster refused it, say); checked while serving."""
+        return None
 
     def stop_runtime(self) -> None:
         """Shut the runtime down (idempotent)."""
@@ -163,7 +168,8 @@ class NodeProcess:
             self.stop_requested.set()
 
     def run(self, stdin: TextIO | None) -> int:
-        """Serve until asked to stop, then shut down cleanly; returns the exit status (0).
+        """Serve until asked to stop, then shut down cleanly; returns the exit status (0,
+        or 2 if :meth:`runtime_failure` reported one).
 
         Stops at once if a signal cut :meth:`start` short.
         """
@@ -190,7 +196,11 @@ class NodeProcess:
             )
             reader.start()
         while not self.stop_requested.wait(0.2):
-            pass
+            failure = self.runtime_failure()
+            if failure is not None:
+                print(f"error: {failure}", file=sys.stderr, flush=True)
+                self._status = 2
+                self.request_stop(failure)
         runtime.cluster_events.unsubscribe(subscription)
         return self._stopped()
 
@@ -199,7 +209,7 @@ class NodeProcess:
         self.emitter.event("stopping", reason=self._why)
         self._stop_node()
         self.emitter.event("stopped")
-        return 0
+        return self._status
 
     def _read(self, stdin: TextIO) -> None:
         assert self._controller is not None

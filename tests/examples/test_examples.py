@@ -313,3 +313,21 @@ def test_custom_runtime_module_runs_the_conformance_suite() -> None:
     assert "failed" not in run.stdout
     assert "conformance: PASSED" in run.stdout
     assert "replicated on the custom runtime" in run.stdout
+
+
+def test_network_cluster_replicates_across_three_processes_and_stops_them() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "examples.network_cluster"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = run.stdout.splitlines()
+    assert re.fullmatch(r"a listens on 127\.0\.0\.1:\d+ \(secure: True\)", lines[0]), lines
+    assert "members: a, b, c" in lines
+    assert "b sees a's counter = 5" in lines
+    assert "c sees a's counter = 5" in lines
+    assert lines[-1] == "stopped every node: {'a': 0, 'b': 0, 'c': 0}"
