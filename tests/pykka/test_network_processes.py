@@ -281,9 +281,9 @@ class TestFailures:
         assert resumed == [first[0], 4]
         wait_seen(survivors, "c", resumed)
 
-        # Killed again and restarted at once, without its data dir, before the others
-        # noticed: the seed checks that the old process is gone, then lets the new one in,
-        # with a new, higher incarnation at age 0.
+        # Killed again and restarted at once without its data dir (usually before the others
+        # noticed: the seed then checks that the old process is gone before it lets the new
+        # one in): a new, higher incarnation at age 0.
         c2.kill()
         restarted_at = time.monotonic()
         c3 = spawn("c", [a.address])
