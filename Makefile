@@ -26,9 +26,12 @@ typecheck: $(STAMP)
 	$(PY) -m mypy --strict dstate_core dstate_pykka dstate_thespian
 
 # coverage run (not pytest-cov): the dstate pytest plugin imports dstate_core before
-# pytest-cov would start measuring.
+# pytest-cov would start measuring. Test files run on two workers (pytest-xdist), one
+# file per worker at a time; coverage follows them into their processes and combines.
 unit: $(STAMP)
-	$(PY) -m coverage run -m pytest -q
+	$(PY) -m coverage erase
+	$(PY) -m coverage run -m pytest -q -n 2 --dist loadfile
+	$(PY) -m coverage combine -q
 	$(PY) -m coverage report --fail-under=90
 
 test: lint typecheck unit
