@@ -67,6 +67,7 @@ class DropLog:
         self._log = RateLimitedLog(logger, clock, period)
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
+        self._sources: dict[str, int] = {}
 
     def drop(
         self, reason: str, source: str, msg: str, *args: Any, level: int = logging.WARNING
@@ -74,12 +75,20 @@ class DropLog:
         """Count one drop for ``reason``; log ``msg % args`` unless recently logged."""
         with self._lock:
             self._counts[reason] = self._counts.get(reason, 0) + 1
+            # Sources come from peer input: past MAX_KEYS of them, new ones are lumped.
+            key = source if source in self._sources or len(self._sources) < MAX_KEYS else "others"
+            self._sources[key] = self._sources.get(key, 0) + 1
             self._log.log(level, (reason, source), msg, *args)
 
     def counts(self) -> dict[str, int]:
         """Drops so far by reason (a copy)."""
         with self._lock:
             return dict(self._counts)
+
+    def by_source(self) -> dict[str, int]:
+        """Drops so far by claimed source (at most ``MAX_KEYS`` of them, then ``"others"``)."""
+        with self._lock:
+            return dict(self._sources)
 
     def total(self) -> int:
         """Drops so far, all reasons."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from dstate_core.process import (
     CliError,
@@ -64,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
         "when listening on 0.0.0.0)",
     )
     node.add_argument(
+        "--certificates",
+        type=Path,
+        metavar="DIR",
+        help="instead of --secret-file: a directory of per-node certificate files "
+        "(server.key_secret, NODE.key_secret, every member's NODE.key; see docs/network.md)",
+    )
+    node.add_argument(
         "--insecure",
         action="store_true",
         help="no encryption and no authentication (only with --listen on 127.0.0.1)",
@@ -92,12 +100,21 @@ def parse_net_options(args: argparse.Namespace) -> PykkaNetOptions:
         CliError: what to fix.
     """
     check_seconds(args, "failure_timeout", "join_timeout")
-    if args.insecure and args.cluster_secret_file is not None:
-        raise CliError(f"give either {_SECRET} or --insecure, not both")
-    if not args.insecure and args.cluster_secret_file is None:
+    given = [
+        name
+        for name, value in (
+            (_SECRET, args.cluster_secret_file),
+            ("--certificates", args.certificates),
+            ("--insecure", args.insecure or None),
+        )
+        if value is not None
+    ]
+    if len(given) > 1:
+        raise CliError(f"give one of {_SECRET}, --certificates or --insecure, not {given}")
+    if not given:
         raise CliError(
             f"a network node needs {_SECRET} (32+ random bytes, chmod 600; the same file "
-            "on every node), or --insecure for a test on 127.0.0.1"
+            "on every node) or --certificates DIR, or --insecure for a test on 127.0.0.1"
         )
     host = args.listen.rpartition(":")[0]
     if args.insecure and host not in ("127.0.0.1", "localhost"):
@@ -110,6 +127,7 @@ def parse_net_options(args: argparse.Namespace) -> PykkaNetOptions:
         seeds=tuple(args.seed),
         advertise=args.advertise,
         insecure=args.insecure,
+        certificates=args.certificates,
         failure_timeout=args.failure_timeout,
         join_timeout=args.join_timeout,
     )

@@ -21,6 +21,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 from dstate_core.net import JoinRefusedError, TcpNetwork
@@ -42,6 +43,7 @@ class PykkaNetOptions:
     seeds: tuple[str, ...] = ()
     advertise: str | None = None
     insecure: bool = False
+    certificates: Path | None = None
     failure_timeout: float = 1.0
     join_timeout: float = 10.0
 
@@ -74,6 +76,7 @@ class PykkaNodeProcess(NodeProcess):
                 advertise=net.advertise,
                 failure_timeout=net.failure_timeout,
                 insecure=net.insecure,
+                certificates=net.certificates,
             )
         except (ValueError, TypeError) as exc:
             raise CliError(str(exc)) from None

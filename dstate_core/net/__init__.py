@@ -8,8 +8,9 @@ it to a runtime (``PykkaRuntime(node_id, network=network)``); see
 ``docs/network.md``.
 """
 
+from ._keys import curve_keys
 from ._membership import MembershipConfig
-from ._settings import MIN_SECRET_BYTES, curve_keys
+from ._settings import MIN_SECRET_BYTES
 from ._transport import JoinRefusedError, NetworkSink, TcpNetwork
 
 __all__ = [

@@ -1,29 +1,26 @@
 """A network node's checked settings: where it listens, whom it asks, and its keys.
 
 Every check :class:`~._transport.TcpNetwork` makes on its arguments is here,
-with errors in the words of its parameters. The CURVE key pair is derived
-from the cluster secret: every process holding the secret computes the same
-pair, and one without it cannot complete a handshake.
+with errors in the words of its parameters. The keys come from the
+cluster secret or from certificate files (:mod:`~._keys`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import zmq
 from zmq.utils import z85
+
+from ._keys import CurveKeys, curve_keys, load_certificates
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
     "MIN_SECRET_BYTES",
-    "CurveKeys",
     "NetworkSettings",
     "check_settings",
-    "curve_keys",
     "parse_address",
 ]
 
@@ -32,23 +29,7 @@ MIN_SECRET_BYTES = 32
 #: The largest frame a node accepts by default (a bigger one closes the connection).
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
-_KEY_PERSON = b"dstate-curve-v1"
 _HOW_TO_SECRET = "e.g. secrets.token_bytes(32), or --secret-file with 32+ random bytes"
-
-
-@dataclass(frozen=True)
-class CurveKeys:
-    """A CURVE key pair, Z85-encoded as libzmq takes it."""
-
-    public: bytes
-    secret: bytes
-
-
-def curve_keys(cluster_secret: bytes) -> CurveKeys:
-    """The cluster's CURVE key pair, derived from ``cluster_secret``."""
-    private = hashlib.blake2b(cluster_secret, digest_size=32, person=_KEY_PERSON).digest()
-    secret = z85.encode(private)
-    return CurveKeys(zmq.curve_public(secret), secret)
 
 
 @dataclass(frozen=True)
@@ -63,6 +44,10 @@ class NetworkSettings:
     keys: CurveKeys | None
     failure_timeout: float
     max_message_bytes: int
+    #: This node's client key pair (the cluster's with a secret).
+    client: CurveKeys | None = None
+    #: Admitted client keys (raw) and the node each proves ("": any node, a shared key).
+    members: dict[bytes, str] | None = None
 
 
 def parse_address(text: object, what: str) -> tuple[str, int]:
@@ -111,6 +96,7 @@ def check_settings(
     failure_timeout: object,
     insecure: object,
     max_message_bytes: object,
+    certificates: object = None,
 ) -> NetworkSettings:
     """Check a :class:`~._transport.TcpNetwork`'s arguments.
 
@@ -144,10 +130,14 @@ def check_settings(
         raise ValueError(f"max_message_bytes must be an int >= 1024, got {max_message_bytes!r}")
     if not isinstance(insecure, bool):
         raise TypeError(f"insecure must be True or False, got {insecure!r}")
-    keys = None
-    if insecure:
-        if cluster_secret is not None:
-            raise ValueError("pass either cluster_secret or insecure=True, not both")
+    keys = client = None
+    members: dict[bytes, str] | None = None
+    if sum(x is not None and x is not False for x in (cluster_secret, certificates, insecure)) > 1:
+        raise ValueError("pass one of cluster_secret, certificates or insecure=True, not both")
+    if certificates is not None:
+        certs = load_certificates(certificates, node_id)
+        keys, client, members = certs.server, certs.client, certs.members
+    elif insecure:
         if not _is_loopback(host):
             raise ValueError(
                 f"insecure=True only listens on a loopback address (127.0.0.1), not {host!r}: "
@@ -155,12 +145,13 @@ def check_settings(
             )
     elif cluster_secret is None:
         raise ValueError(
-            f"a network node needs a cluster_secret ({_HOW_TO_SECRET}) so that only your "
-            "nodes can connect; for a test on one machine, insecure=True with listen on "
-            "127.0.0.1"
+            f"a network node needs a cluster_secret ({_HOW_TO_SECRET}) or certificates so "
+            "that only your nodes can connect; for a test on one machine, insecure=True with "
+            "listen on 127.0.0.1"
         )
     else:
-        keys = curve_keys(_check_secret(cluster_secret))
+        keys = client = curve_keys(_check_secret(cluster_secret))
+        members = {z85.decode(keys.public): ""}
     return NetworkSettings(
         node_id=node_id,
         listen_host=host,
@@ -170,4 +161,6 @@ def check_settings(
         keys=keys,
         failure_timeout=float(failure_timeout),
         max_message_bytes=max_message_bytes,
+        client=client,
+        members=members,
     )

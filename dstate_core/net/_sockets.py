@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import zmq
-from zmq.utils import z85
 from zmq.utils.monitor import recv_monitor_message
 
 from ._settings import NetworkSettings
@@ -27,6 +26,9 @@ __all__ = ["HIGH_WATER_MARK", "MonitorEvent", "Sockets"]
 
 #: Messages queued per peer and direction at most.
 HIGH_WATER_MARK = 10_000
+#: A connection that has not finished its handshake by then is closed (libzmq's
+#: default is 30 s: long enough for many half-open connections to pile up).
+HANDSHAKE_MS = 5_000
 #: How long a closing socket may still flush (a goodbye, say).
 _CLOSE_LINGER_MS = 300
 _ZAP_ENDPOINT = "inproc://zeromq.zap.01"
@@ -45,6 +47,8 @@ class MonitorEvent:
 
     addr: str
     ok: bool
+    #: The server said no to this node's key (ZAP), rather than the handshake breaking.
+    denied: bool = False
 
 
 class Sockets:
@@ -78,10 +82,11 @@ class Sockets:
             self.zap = self.context.socket(zmq.REP)
             self.zap.linger = 0
             self.zap.bind(_ZAP_ENDPOINT)
-            self._cluster_key = z85.decode(keys.public)
+        self._members = settings.members or {}
         self.router: zmq.Socket[bytes] = self.context.socket(zmq.ROUTER)
         self.router.linger = 0
         self.router.rcvhwm = HIGH_WATER_MARK
+        self.router.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_MS)
         self.router.setsockopt(zmq.MAXMSGSIZE, settings.max_message_bytes)
         if keys is not None:
             self.router.curve_server = True
@@ -128,13 +133,14 @@ class Sockets:
         dealer: zmq.Socket[bytes] = self.context.socket(zmq.DEALER)
         dealer.linger = 0
         dealer.sndhwm = HIGH_WATER_MARK
+        dealer.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_MS)
         dealer.setsockopt(zmq.RECONNECT_IVL, 100)
         dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-        keys = self._settings.keys
-        if keys is not None:
+        keys, client = self._settings.keys, self._settings.client
+        if keys is not None and client is not None:
             dealer.curve_serverkey = keys.public
-            dealer.curve_publickey = keys.public
-            dealer.curve_secretkey = keys.secret
+            dealer.curve_publickey = client.public
+            dealer.curve_secretkey = client.secret
         monitor = dealer.get_monitor_socket(_WATCHED)
         self._monitor_of[monitor] = addr
         self._monitor_by_addr[addr] = monitor
@@ -168,20 +174,26 @@ class Sockets:
         if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             return MonitorEvent(addr, True)
         if kind & _HANDSHAKE_FAILED:
-            return MonitorEvent(addr, False)
+            return MonitorEvent(addr, False, denied=kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH)
         return None
 
     def answer_zap(self) -> None:
-        """Answer one ZAP request: admit a CURVE client holding the cluster key."""
+        """Answer one ZAP request: admit a CURVE client holding a member's key.
+
+        The reply's user id is the node that key belongs to (with certificate
+        files; empty with a shared secret): frames from the connection carry it.
+        """
         assert self.zap is not None
         frames = self.zap.recv_multipart()
         if len(frames) < 6:
             return
         request_id, address, mechanism, credentials = frames[1], frames[3], frames[5], frames[6:]
-        admitted = mechanism == b"CURVE" and credentials == [self._cluster_key]
+        node = self._members.get(credentials[0]) if len(credentials) == 1 else None
+        admitted = mechanism == b"CURVE" and node is not None
         self._on_zap(address.decode("ascii", "replace"), admitted)
         status, text = (b"200", b"OK") if admitted else (b"400", b"unknown key")
-        self.zap.send_multipart([b"1.0", request_id, status, text, b"", b""])
+        user = (node or "").encode()
+        self.zap.send_multipart([b"1.0", request_id, status, text, user, b""])
 
     def close_all(self, linger_ms: int = 0) -> None:
         """Close every socket (DEALERs may flush for ``linger_ms``) and the context."""

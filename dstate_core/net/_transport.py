@@ -85,6 +85,9 @@ class TcpNetwork:
         failure_timeout: seconds within which a silent process is declared left.
         insecure: no encryption and no authentication; only on a loopback address.
         max_message_bytes: a bigger frame closes the sender's connection.
+        certificates: instead of ``cluster_secret``, a directory of per-node
+            certificate files (see :mod:`dstate_core.net._keys`): each node has its
+            own key, and no node can speak for another.
 
     Raises:
         ValueError, TypeError: a bad argument (the message says how to fix it),
@@ -105,6 +108,7 @@ class TcpNetwork:
         failure_timeout: float = 1.0,
         insecure: bool = False,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        certificates: str | os.PathLike[str] | None = None,
     ) -> None:
         self._settings = settings = check_settings(
             node_id,
@@ -115,8 +119,11 @@ class TcpNetwork:
             failure_timeout,
             insecure,
             max_message_bytes,
+            certificates,
         )
         self.rejected = DropLog(_log, SystemClock())
+        # With certificate files a connection's key proves its node: frames must agree.
+        self._identified = any(settings.members.values()) if settings.members else False
         self._sockets = Sockets(settings, self._on_zap)
         self._address = settings.advertise or f"{_reachable_host(settings)}:{self._sockets.port}"
         self._incarnation = f"{time.time_ns():020d}-{secrets.token_hex(4)}"
@@ -179,12 +186,14 @@ class TcpNetwork:
             return sorted([*self._routes, self.node_id])
 
     def counters(self) -> dict[str, Any]:
-        """Traffic and rejection counts (frames sent, bytes, shed, rejected by reason)."""
+        """Traffic and rejection counts: frames sent, bytes, shed, and rejected input by
+        reason and by the peer it came from (or claimed to)."""
         return {
             "frames_sent": self._sent,
             "bytes_sent": self._bytes,
             "frames_shed": self._shed,
             "rejected": self.rejected.counts(),
+            "rejected_by_peer": self.rejected.by_source(),
         }
 
     # -- used by a runtime --------------------------------------------------------------
@@ -292,6 +301,9 @@ class TcpNetwork:
             _log.exception("node %r: the network thread failed", self.node_id)
         finally:
             self._stopping = True
+            with self._lock:  # a closed network has no members but itself
+                self._routes.clear()
+                self._view.clear()
             self._joined.set()
             self._started.set()
             sockets.close_all(linger_ms=300)
@@ -308,7 +320,7 @@ class TcpNetwork:
         else:
             event = sockets.monitor_event(sock)
             if event is not None:
-                self._on_handshake(event.addr, event.ok)
+                self._on_handshake(event.addr, event.ok, event.denied)
 
     def _receive_burst(self) -> None:
         router = self._sockets.router
@@ -328,6 +340,12 @@ class TcpNetwork:
         except ValueError as exc:
             self._reject(f"malformed frame ({exc})", _peer_address(frame))
             return
+        sender = item.src.node if isinstance(item, MemberMsg) else item.src
+        if self._identified:
+            proven = _user_id(frame)
+            if sender != proven:
+                self._reject(f"claims to be node {sender!r}", proven or _peer_address(frame))
+                return
         if isinstance(item, MemberMsg):
             self._apply(self._engine.receive(item))
         elif item.dst not in (self.node_id, ALL_PEERS):
@@ -385,18 +403,21 @@ class TcpNetwork:
         elif self._sink is not None:
             self._sink.on_view(view, self._settled)
 
-    def _on_handshake(self, addr: str, ok: bool) -> None:
+    def _on_handshake(self, addr: str, ok: bool, denied: bool = False) -> None:
         if ok:
             self._seed_ok.add(addr)
             return
         if not addr:
-            self._reject("handshake failed (a client without the cluster key?)", "inbound")
+            why = "a client without the cluster key?" if self.secure else "not a dstate node?"
+            self._reject(f"handshake failed ({why})", "inbound")
             return
         # While joining, a refusal is reported once, by whoever waits for the join
         # (JoinRefusedError, or the join timeout's warning): not a second time here.
         level = logging.WARNING if self._engine.joined else logging.INFO
         self._reject("handshake failed: the peer refused this node's key", addr, level)
-        self._seed_failures[addr] = self._seed_failures.get(addr, 0) + 1
+        # A denial is the server's answer (it knows the cluster's keys, not ours): final.
+        failures = _REFUSALS_TO_GIVE_UP if denied else self._seed_failures.get(addr, 0) + 1
+        self._seed_failures[addr] = failures
         seeds = [s for s in self._settings.seeds if s != self._address]
         if (
             seeds
@@ -406,7 +427,8 @@ class TcpNetwork:
         ):
             self._give_up(
                 "every seed refused this node's key (the encrypted handshake failed): "
-                "give it the cluster's secret (the same --secret-file as the other nodes)"
+                "give it the cluster's secret (the same --secret-file as the other nodes), "
+                "or with certificates, put its public key in the other nodes' directories"
             )
 
     def _give_up(self, reason: str) -> None:
@@ -445,6 +467,14 @@ class TcpNetwork:
     def __repr__(self) -> str:
         mode = "secure" if self.secure else "insecure"
         return f"<TcpNetwork {self.node_id!r} at {self._address} {mode}>"
+
+
+def _user_id(frame: zmq.Frame) -> str:
+    """The node whose key authenticated the frame's connection ("" if none)."""
+    try:
+        return str(frame.get("User-Id"))
+    except zmq.ZMQError:
+        return ""
 
 
 def _peer_address(frame: zmq.Frame) -> str:
