@@ -119,6 +119,7 @@ class PykkaNodeProcess(NodeProcess):
         return {
             "address": network.address,
             "pids": [os.getpid()],
+            "listening": [int(network.address.rpartition(":")[2])],
             "secure": network.secure,
             "incarnation": network.incarnation,
             "members": network.members(),

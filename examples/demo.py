@@ -16,7 +16,12 @@ node``) driven through their JSON control channels
 and rejoins. Each step waits for the one before it, so a slow machine
 stretches the run; ``--duration`` must be at least 8 s.
 
-    python -m examples.demo [--duration 20] [--adapter pykka|thespian] [--plain]
+``--adapter network``: the same scenario on three Pykka node processes over
+the network (``python -m dstate_pykka node``: ZeroMQ on 127.0.0.1, encrypted
+with a cluster secret generated for the run); a and b's failure detector
+notices the kill within about a second.
+
+    python -m examples.demo [--duration 20] [--adapter pykka|thespian|network] [--plain]
 """
 
 from __future__ import annotations
@@ -259,30 +264,31 @@ def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns the exit status (0 when every step happened)."""
     parser = argparse.ArgumentParser(
         description="dstate live demo: 3 nodes share their load; one is cut off, then recovers.",
-        epilog=f"With --adapter thespian each node is its own process; node c is killed "
+        epilog=f"With --adapter thespian or network each node is its own process; node c is killed "
         f"(kill -9) and restarted, and --duration must be >= {PROCESS_MIN_DURATION:g} s.",
     )
     parser.add_argument(
         "--duration",
         type=float,
         default=20.0,
-        help=f"seconds to run (default 20; >= {PROCESS_MIN_DURATION:g} with --adapter thespian)",
+        help=f"seconds to run (default 20; >= {PROCESS_MIN_DURATION:g} with node processes)",
     )
     parser.add_argument(
         "--adapter",
-        choices=("pykka", "thespian"),
+        choices=("pykka", "thespian", "network"),
         default="pykka",
         help="pykka: 3 nodes in this process, c partitioned and healed (default); "
-        "thespian: 3 node processes, c killed and restarted",
+        "thespian: 3 Thespian node processes, c killed and restarted; "
+        "network: the same with 3 Pykka node processes over TCP",
     )
     parser.add_argument("--plain", action="store_true", help="print snapshots, no live screen")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     if not args.duration > 0:
         parser.error("--duration must be > 0 seconds")
-    if args.adapter == "thespian" and args.duration < PROCESS_MIN_DURATION:
+    if args.adapter != "pykka" and args.duration < PROCESS_MIN_DURATION:
         parser.error(
-            f"--duration must be >= {PROCESS_MIN_DURATION:g} seconds with --adapter thespian "
+            f"--duration must be >= {PROCESS_MIN_DURATION:g} seconds with --adapter {args.adapter} "
             f"(node c's process is killed, seen leaving, restarted and rejoins), "
             f"got {args.duration:g}"
         )

@@ -1,22 +1,34 @@
-"""``python -m examples.demo --adapter thespian``: the demo's nodes as separate processes.
+"""``python -m examples.demo --adapter thespian|network``: the demo's nodes as processes.
 
-Three ``python -m dstate_thespian node`` processes host
-``examples.node_resource:NodeResource`` on the change feed: a leads the
-Thespian convention, b and c join it. This process only drives them through
-their JSON control channels (:class:`dstate_thespian.NodeHandle`): one thread
-per node sends its simulated load as ``mutate`` requests, and every screen
-asks each node for a ``query`` of its views, whose result is both the table
-and the route (the least-loaded node in that node's own data).
+Three node processes host ``examples.node_resource:NodeResource`` on the
+change feed. A launcher (``examples/demo_launchers.py``) says how one is
+started:
+
+- ``thespian``: ``python -m dstate_thespian node``; a leads the Thespian
+  convention, b and c join it;
+- ``network``: ``python -m dstate_pykka node`` over
+  :class:`dstate_core.net.TcpNetwork`, each on a free port of 127.0.0.1,
+  encrypted with a cluster secret generated for the run (a file of mode
+  600); a starts the cluster, b and c join through a's address.
+
+This process only drives the nodes through their JSON control channels
+(:class:`dstate_core.process.NodeHandle`): one thread per node sends its
+simulated load as ``mutate`` requests, and every screen asks each node for a
+``query`` of its views, whose result is both the table and the route (the
+least-loaded node in that node's own data).
 
 The scenario, with ``D`` = ``--duration`` (>= 8 s):
 
-1. at 0.3 D, c's node process is killed (``kill -9``); its gateway sees the
-   process die and leaves the convention, so a and b report c ``left``
-   (about 0.5 s on loopback; a whole-host crash would take up to the
-   convention's detection bound, ~7 s, and the run waits for it);
+1. at 0.3 D, c's node process is killed (``kill -9``) and a and b report c
+   ``left``. Thespian: c's gateway sees the process die and leaves the
+   convention (about 0.5 s on loopback; a whole-host crash would take up to
+   the convention's detection bound, ~7 s, and the run waits for it).
+   Network: a and b's failure detector misses c's answers (within about
+   ``--failure-timeout``, 1 s here, plus 0.5 s);
 2. at 0.55 D, but not before a and b both saw c leave, c is restarted with
-   the same id and port (a fresh incarnation): they report it ``joined`` and
-   every node gets every view again;
+   the same id (Thespian: the same port; network: a new free port, seeded
+   through a) and no ``--data-dir``, so a fresh incarnation: they report it
+   ``joined`` and every node gets every view again;
 3. at D, once c rejoined, the load stops; the demo waits until every node
    holds every owner's latest generation, prints the health of each node,
    then stops every node process (closing its stdin: a clean shutdown) and
@@ -37,20 +49,16 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from dstate_core.process import free_port
-from dstate_thespian import NodeHandle, NodeHandleError
+from dstate_core.process import NodeHandle, NodeHandleError
 
 from .demo import NODES, ROUTE_STALENESS, Display, LoadSimulator, ViewRow, node_table, render
+from .demo_launchers import FEED_INTERVAL, LAUNCHERS, LEADER, NodeLauncher
 from .node_resource import NodeResource
 
 __all__ = ["ProcessCluster", "run_processes"]
 
-ROOT = Path(__file__).resolve().parents[1]
 STATE = NodeResource.NAME
-STATE_SPEC = "examples.node_resource:NodeResource@feed"
-FEED_INTERVAL = 0.2
-LEADER, VICTIM = "a", "c"
-TITLE = "3 node processes (Thespian)"
+VICTIM = "c"
 STRATEGY_TEXT = (
     f"change feed (batch {FEED_INTERVAL}s) + lazy pull; screens query max_staleness="
     f"{ROUTE_STALENESS}s"
@@ -59,7 +67,7 @@ STRATEGY_TEXT = (
 REPLY_TIMEOUT = 10.0
 #: How long the join exchange (at start, and after the restart) may take.
 JOIN_TIMEOUT = 15.0
-#: After the kill, how much longer than the convention's detection bound to wait for ``left``.
+#: After the kill, how much longer than the launcher's detection bound to wait for ``left``.
 LEFT_SLACK = 3.0
 #: The shortest time the leave stays on screen before c is restarted.
 SHOW_LEFT = 1.5
@@ -108,25 +116,17 @@ class ProcessCluster:
     """The three node processes; every process it started is stopped by :meth:`close`.
 
     Args:
-        run_dir: the nodes' ``--run-dir`` (where they record their pids).
+        launcher: how a node process is started.
     """
 
-    def __init__(self, run_dir: str) -> None:
-        self.ports = {node: free_port() for node in NODES}
+    def __init__(self, launcher: NodeLauncher) -> None:
+        self.launcher = launcher
         self.nodes: dict[str, NodeHandle] = {}  # the live ones
         self.started: list[NodeHandle] = []
-        self._run_dir = run_dir
 
     def spawn(self, node: str) -> NodeHandle:
-        """Start ``node``'s process (it joins the leader's convention); does not wait."""
-        handle = NodeHandle.start(
-            node,
-            self.ports[node],
-            states=[STATE_SPEC],
-            convention=self.ports[LEADER],
-            options=("--feed-interval", str(FEED_INTERVAL), "--run-dir", self._run_dir),
-            cwd=ROOT,
-        )
+        """Start ``node``'s process (it joins the cluster); does not wait."""
+        handle = self.launcher.spawn(node)
         self.started.append(handle)
         return handle
 
@@ -171,7 +171,9 @@ class ProcessCluster:
             handle.close(timeout)
         deadline = time.monotonic() + timeout
         while True:
-            left = [f"{h.node_id}: {item}" for h in self.started for item in h.leftovers()]
+            left = [
+                f"{h.node_id}: {item}" for h in self.started for item in self.launcher.leftovers(h)
+            ]
             if not left or time.monotonic() > deadline:
                 return left
             time.sleep(0.05)
@@ -204,7 +206,7 @@ class CrashScenario:
         self._cluster = cluster
         self._loads = loads
         self.kill_at, self.restart_at = 0.3 * duration, 0.55 * duration
-        self._bound = float(cluster.nodes[LEADER].ready()["detection_bound"])
+        self._bound = cluster.launcher.detection_bound(cluster.nodes[LEADER].ready())
         self._survivors = [cluster.nodes[n] for n in NODES if n != VICTIM]
         self._step = "up"
         self._at = 0.0  # when the current step began (monotonic)
@@ -243,8 +245,8 @@ class CrashScenario:
                 self._step, self._shown = "left", now
                 restart = max(self.restart_at, elapsed + SHOW_LEFT)
                 self.phase = (
-                    f"a and b saw c leave {max(seen):.2f}s after the kill (its gateway saw "
-                    f"it die); restart at t={restart:.1f}s"
+                    f"a and b saw c leave {max(seen):.2f}s after the kill "
+                    f"({self._cluster.launcher.how_they_notice}); restart at t={restart:.1f}s"
                 )
             elif now - self._at > self._bound + LEFT_SLACK:
                 self.failures.append(
@@ -257,7 +259,8 @@ class CrashScenario:
             handle.ready()
             self._cluster.nodes[VICTIM] = self._loads[VICTIM].handle = handle
             self._step = "restarted"
-            self.phase = f"c restarted (pid {handle.pid}, same id and port): rejoining..."
+            note = self._cluster.launcher.restart_note(handle)
+            self.phase = f"c restarted (pid {handle.pid}, {note}): rejoining..."
         elif self._step == "restarted":
             seen = self._seen("joined")
             if len(seen) == len(self._survivors) and full(frames):
@@ -290,8 +293,8 @@ def run_processes(args: argparse.Namespace, console: Console) -> int:
     simulators = [
         LoadSimulator(loads[node], args.seed * 10 + i, stop) for i, node in enumerate(NODES)
     ]
-    with tempfile.TemporaryDirectory(prefix="dstate-demo-") as run_dir:
-        cluster = ProcessCluster(run_dir)
+    with tempfile.TemporaryDirectory(prefix="dstate-demo-") as tmp:
+        cluster = ProcessCluster(LAUNCHERS[args.adapter](Path(tmp)))
         try:
             failures = _drive(args, console, cluster, loads, simulators, stop)
         except NodeHandleError as exc:  # a node process failed to start or to answer
@@ -325,7 +328,8 @@ def _drive(
     stop: threading.Event,
 ) -> list[str]:
     """Start the nodes, run the scenario on screen, converge; returns what failed."""
-    console.print("starting 3 node processes (a leads the Thespian convention)...")
+    title = cluster.launcher.title
+    console.print(f"starting 3 node processes ({cluster.launcher.how_they_join})...")
     cluster.start()
     for node, simulator in zip(NODES, simulators, strict=True):
         loads[node].handle = cluster.nodes[node]
@@ -339,7 +343,7 @@ def _drive(
             phase = scenario.step(elapsed, frames)
             frames = cluster.read_all()  # may wait for a pull: show when the data was read
             elapsed = time.monotonic() - start
-            screen = render(TITLE, STRATEGY_TEXT, tables(frames), phase, elapsed, args.duration)
+            screen = render(title, STRATEGY_TEXT, tables(frames), phase, elapsed, args.duration)
             display.show(screen, phase, elapsed)
             time.sleep(0.25)
     stop.set()
@@ -355,7 +359,7 @@ def _drive(
             break
         time.sleep(0.1)
     elapsed = time.monotonic() - start
-    console.print(render(TITLE, STRATEGY_TEXT, tables(frames), "finished", elapsed, args.duration))
+    console.print(render(title, STRATEGY_TEXT, tables(frames), "finished", elapsed, args.duration))
     failures = list(scenario.failures)
     if converged(frames):
         ages = ", ".join(f"{node} at age {frames[node][0][node].generation[1]}" for node in NODES)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from dstate_core import SyncUrgency
+from dstate_core.process import NodeHandle
 from examples import node_resource, walkthrough
 from examples.node_resource import NodeResource, NodeResourceDelta, NodeResourceView
 
@@ -107,24 +108,36 @@ def test_live_demo_exits_one_when_a_node_never_gets_healthy(
     assert "FAILED: not every node was HEALTHY 5 s after the end: {'c': 'DEGRADED'}" in out
 
 
+def _node_handle_class(adapter: str) -> Any:
+    """The handle class whose ``start`` the demo calls for ``adapter``."""
+    if adapter == "thespian":
+        from dstate_thespian import NodeHandle as ThespianNodeHandle
+
+        return ThespianNodeHandle
+    from dstate_pykka import PykkaNodeHandle
+
+    return PykkaNodeHandle
+
+
+@pytest.mark.parametrize("adapter", ["thespian", "network"])
 def test_live_demo_on_node_processes_kills_restarts_c_and_leaves_nothing(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    adapter: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from dstate_core.process import pid_alive
-    from dstate_thespian import NodeHandle
     from examples import demo
 
+    handle_class = _node_handle_class(adapter)
     started: list[NodeHandle] = []
-    original = NodeHandle.start
+    original = handle_class.start
 
     def start(*args: Any, **kwargs: Any) -> NodeHandle:
-        handle = original(*args, **kwargs)
+        handle: NodeHandle = original(*args, **kwargs)
         started.append(handle)
         return handle
 
-    monkeypatch.setattr(NodeHandle, "start", start)
+    monkeypatch.setattr(handle_class, "start", start)
     try:
-        status = demo.main(["--adapter", "thespian", "--duration", "8", "--plain"])
+        status = demo.main(["--adapter", adapter, "--duration", "8", "--plain"])
     finally:
         for handle in started:
             handle.close()
@@ -132,8 +145,16 @@ def test_live_demo_on_node_processes_kills_restarts_c_and_leaves_nothing(
     assert status == 0, out[-3000:]
     assert [h.node_id for h in started] == ["a", "b", "c", "c"]
     assert f"c killed (kill -9 of pid {started[2].pid})" in out
-    assert re.search(r"a and b saw c leave \d+\.\d+s after the kill", out), out[-3000:]
-    assert f"c restarted (pid {started[3].pid}, same id and port)" in out
+    seen = re.search(r"a and b saw c leave (\d+\.\d+)s after the kill", out)
+    assert seen is not None, out[-3000:]
+    if adapter == "network":  # the failure detector's bound: failure_timeout + 0.5 s
+        assert float(seen.group(1)) <= 1.0 + 0.5, seen.group(0)
+        assert started[0].ready()["secure"] is True
+    note = "same id and port"
+    if adapter == "network":  # c listens on port 0 again: it gets a new one
+        addresses = [h.ready()["address"] for h in started[2:]]
+        note = "same id, new address {1} instead of {0}".format(*addresses)
+    assert f"c restarted (pid {started[3].pid}, {note})" in out
     assert "c rejoined: a and b saw it join" in out
     assert re.search(r"converged: every node holds a at age \d+, b at age \d+, c at age \d+", out)
     assert "health: {'a': 'HEALTHY', 'b': 'HEALTHY', 'c': 'HEALTHY'}" in out
@@ -145,16 +166,17 @@ def test_live_demo_on_node_processes_kills_restarts_c_and_leaves_nothing(
         assert handle.leftovers() == [], handle
 
 
+@pytest.mark.parametrize("adapter", ["thespian", "network"])
 def test_live_demo_on_node_processes_refuses_a_too_short_duration(
-    capsys: pytest.CaptureFixture[str],
+    adapter: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from examples import demo
 
     with pytest.raises(SystemExit) as exited:
-        demo.main(["--adapter", "thespian", "--duration", "5"])
+        demo.main(["--adapter", adapter, "--duration", "5"])
     assert exited.value.code == 2
     err = capsys.readouterr().err
-    assert "--duration must be >= 8 seconds with --adapter thespian" in err
+    assert f"--duration must be >= 8 seconds with --adapter {adapter}" in err
 
 
 def test_pykka_quick_start_prints_the_same_result(capsys: pytest.CaptureFixture[str]) -> None:
