@@ -30,15 +30,13 @@ randomness from the ``random.Random`` it is given.
 
 from __future__ import annotations
 
-import bisect
 import logging
-import math
 import random
 from collections.abc import Sequence
 from dataclasses import replace
 
 from ..model._clock import Clock
-from ._gossip import GossipQueue, Tombstones
+from ._gossip import GossipQueue, Tombstones, notice_fanout
 from ._messages import Gossip, MemberMsg, MsgKind, Peer, PeerStatus
 from ._outputs import (
     JoinRefused,
@@ -48,7 +46,7 @@ from ._outputs import (
     MemberUp,
     Send,
 )
-from ._probes import Probe, ProbeTimers, Purpose
+from ._probes import Probe, ProbeTimers, Purpose, ring_targets
 
 __all__ = [
     "JoinRefused",
@@ -369,14 +367,7 @@ class Membership:
     def _probe_round(self) -> None:
         if self._ring is None:
             self._ring = sorted(self._alive)
-        ring = self._ring
-        # The next members after this one in the ring, then one of the others at random.
-        first, count = bisect.bisect_right(ring, self.me.node), min(self.config.ring, len(ring))
-        targets = [ring[(first + i) % len(ring)] for i in range(count)]
-        if len(ring) > count:
-            pick = count + self._rng.randrange(len(ring) - count)
-            targets.append(ring[(first + pick) % len(ring)])
-        for node in targets:
+        for node in ring_targets(self._ring, self.me.node, self.config.ring, self._rng):
             if node not in self._probes:
                 self._start_probe(self._alive[node], Purpose.MONITOR)
         self._told_dead = {
@@ -414,11 +405,12 @@ class Membership:
                 self._send(probe.joiner.addr, MsgKind.WELCOME, table=self._table())
         elif probe.purpose != Purpose.VERIFY and peer is not None and peer.same_process(probe.peer):
             self._down(peer, "unreachable")
-            self._gossip.add(Gossip(PeerStatus.DEAD, peer))
+            dead = Gossip(PeerStatus.DEAD, peer)
+            self._gossip.add(dead)
+            # The news itself, not the queue's oldest rumours (after joins, say).
             others = list(self._alive.values())
-            fanout = max(self.config.indirect + 1, math.ceil(math.log2(len(others) + 1)))
-            for other in self._rng.sample(others, min(fanout, len(others))):
-                self._send(other.addr, MsgKind.NOTICE)
+            for other in self._rng.sample(others, notice_fanout(len(others), self.config.indirect)):
+                self._send(other.addr, MsgKind.NOTICE, gossip=(dead,))
 
     def _catch_up(self, now: float) -> None:
         """After a pause (SIGSTOP, a starved process), start the probes afresh.

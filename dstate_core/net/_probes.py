@@ -1,5 +1,6 @@
 """Outstanding probes of the membership engine: whom, why, and when they give up.
 
+:func:`ring_targets` picks the members a node probes each round.
 :class:`ProbeTimers` keeps the times at which probes need attention in a heap,
 so finding the next one costs the same however many probes are out (a node
 that joins a big cluster verifies every member at once).
@@ -7,14 +8,38 @@ that joins a big cluster verifies every member at once).
 
 from __future__ import annotations
 
+import bisect
 import enum
 import heapq
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from ._messages import Peer
 
-__all__ = ["Probe", "ProbeTimers", "ProbeTiming", "Purpose"]
+__all__ = ["Probe", "ProbeTimers", "ProbeTiming", "Purpose", "ring_targets"]
+
+
+def ring_targets(ring: Sequence[str], me: str, count: int, rng: random.Random) -> list[str]:
+    """Whom node ``me`` probes this round.
+
+    Args:
+        ring: the other members' node ids, sorted.
+        me: this node's id (not in ``ring``).
+        count: how many successors to probe.
+        rng: picks the random member.
+
+    Returns:
+        The ``count`` members after ``me`` in the ring (wrapping around), then one
+        of the others at random (none if there are no others).
+    """
+    first, count = bisect.bisect_right(ring, me), min(count, len(ring))
+    targets = [ring[(first + i) % len(ring)] for i in range(count)]
+    if len(ring) > count:
+        pick = count + rng.randrange(len(ring) - count)
+        targets.append(ring[(first + pick) % len(ring)])
+    return targets
 
 
 class ProbeTiming(Protocol):

@@ -296,8 +296,10 @@ class Controller:
             else shard.mutate
         )
         started = time.monotonic()
-        for _ in range(repeat):
-            generation = apply(closure)
+        pipelined = [apply(closure, block=False) for _ in range(repeat - 1)]
+        generation = apply(closure)  # commits after (and so waits for) the pipelined ones
+        for future in pipelined:
+            future.result(timeout=0)  # raise the first failure, as one by one would have
         return {"generation": generation_json(generation), "t0": started, "t": time.monotonic()}
 
     def _cmd_wait(self, request: dict[str, Any]) -> dict[str, Any]:

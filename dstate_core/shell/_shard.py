@@ -14,8 +14,8 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from concurrent.futures import Future
+from typing import Any, Generic, Literal, Protocol, TypeVar, overload
 
 from ..engine._actions import (
     Action,
@@ -38,6 +38,8 @@ from ..model._state import DistributedState
 from ..persistence._own_shard import save_or_raise
 from ..runtime._protocol import ActorAskTimeout, ActorRef, ActorRuntime, PendingReply, TimerHandle
 from ..wire._messages import ChangeNotification
+from ._pipeline import MutationQueue, QueuedMutation
+from ._shard_messages import DRAIN, CancelQuery, OneShot, QueryRequest, Start, Tick
 
 __all__ = ["Projection", "Shard", "Subscription", "ViewCallback"]
 
@@ -87,41 +89,6 @@ class ShardHost(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class _Mutate:
-    fn: Callable[[Any], Any]
-    with_delta: bool
-
-
-@dataclass(frozen=True, slots=True)
-class _Failed:
-    """A mutation's exception, carried back to the caller instead of raised in the actor."""
-
-    error: BaseException
-
-
-@dataclass(frozen=True, slots=True)
-class _Query:
-    query_id: int
-    max_staleness: float
-
-
-@dataclass(frozen=True, slots=True)
-class _CancelQuery:
-    query_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Tick:
-    key: TimerKey
-    token: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Start:
-    members: tuple[str, ...]
-
-
 class Subscription:
     """A registered ``subscribe`` callback; :meth:`cancel` stops it (idempotent)."""
 
@@ -164,6 +131,7 @@ class Shard(Generic[S]):
         self._subscriptions: tuple[Subscription, ...] = ()
         self._sub_lock = threading.Lock()
         self._closed = False
+        self._pipeline = MutationQueue()
         self._ref: ActorRef = self._runtime.spawn(f"dstate.shard.{self.name}", self._receive)
         self._notifier: ActorRef = self._runtime.spawn(f"dstate.notify.{self.name}", self._notify)
         # Before any message reaches the actor: its first event is the loaded state.
@@ -183,39 +151,87 @@ class Shard(Generic[S]):
         """The read-only view map (own entry included), with no freshness check."""
         return self._engine.published.views
 
-    def mutate(self, fn: Callable[[S], S | None]) -> Generation:
+    @overload
+    def mutate(self, fn: Callable[[S], S | None], *, block: Literal[True] = True) -> Generation: ...
+
+    @overload
+    def mutate(
+        self, fn: Callable[[S], S | None], *, block: Literal[False]
+    ) -> Future[Generation]: ...
+
+    def mutate(
+        self, fn: Callable[[S], S | None], *, block: bool = True
+    ) -> Generation | Future[Generation]:
         """Apply ``fn`` to the own state; it changes it in place or returns a new one.
 
+        Args:
+            fn: the mutation.
+            block: False returns a :class:`concurrent.futures.Future` at once
+                (pipelined: many can be in flight; ``asyncio.wrap_future`` works).
+                Mutations of one shard commit in the order of the calls, blocking
+                or not; a future resolves once its mutation is committed
+                (persisted first where configured) or fails with what the
+                blocking call would raise.
+
         Returns:
-            The committed generation.
+            The committed generation (or its future).
 
         Raises:
-            TypeError: ``fn`` returned something that is neither ``None`` nor the state.
+            TypeError: ``fn`` is not callable, or returned something that is neither
+                ``None`` nor the state.
             MutationError: the store failed or the update cannot be sent (e.g. it
                 exceeds the message size cap); nothing changed.
+            NodeShutdownError: the node is shut down (at once, or through the future
+                if it shuts down before the mutation's turn).
             Exception: whatever ``fn`` raised; nothing changed.
         """
-        return self._mutate(fn, with_delta=False)
+        return self._mutate(fn, with_delta=False, block=block)
 
-    def mutate_with_delta(self, fn: Callable[[S], Any]) -> Generation:
+    @overload
+    def mutate_with_delta(
+        self, fn: Callable[[S], Any], *, block: Literal[True] = True
+    ) -> Generation: ...
+
+    @overload
+    def mutate_with_delta(
+        self, fn: Callable[[S], Any], *, block: Literal[False]
+    ) -> Future[Generation]: ...
+
+    def mutate_with_delta(
+        self, fn: Callable[[S], Any], *, block: bool = True
+    ) -> Generation | Future[Generation]:
         """Delta-aware mutation: ``fn`` changes the state in place and returns the change.
 
-        The change goes through ``project_delta``/``apply_delta``/``sync_urgency``.
+        The change goes through ``project_delta``/``apply_delta``/``sync_urgency``;
+        ``block`` is :meth:`mutate`'s.
         """
-        return self._mutate(fn, with_delta=True)
+        return self._mutate(fn, with_delta=True, block=block)
 
-    def _mutate(self, fn: Callable[[S], Any], *, with_delta: bool) -> Generation:
+    def _mutate(
+        self, fn: Callable[[S], Any], *, with_delta: bool, block: bool
+    ) -> Generation | Future[Generation]:
         if not callable(fn):
             raise TypeError(f"mutate() takes a callable fn(state), got {fn!r}")
+        if not isinstance(block, bool):
+            raise TypeError(f"block must be True or False, got {block!r}")
         self._check_open()
+        future: Future[Generation] = Future()
+        wake = self._pipeline.put(QueuedMutation(fn, with_delta, future), wake=not block)
         try:
-            reply = self._ref.ask(_Mutate(fn, with_delta), self._ask_timeout)
+            if block:
+                # The actor commits everything queued up to and including this one.
+                self._ref.ask(DRAIN, self._ask_timeout)
+                return future.result(timeout=0)
+            if wake:
+                self._ref.send(DRAIN)
         except ActorSendError as exc:
-            raise NodeShutdownError(f"state {self.name!r}: the node is shut down") from exc
-        if isinstance(reply, _Failed):
-            raise reply.error
-        assert isinstance(reply, Generation)
-        return reply
+            self._pipeline.fail_all(self._shut_down_error)
+            if block:
+                raise self._shut_down_error() from exc
+        return future
+
+    def _shut_down_error(self) -> NodeShutdownError:
+        return NodeShutdownError(f"state {self.name!r}: the node is shut down")
 
     def query(
         self,
@@ -283,9 +299,9 @@ class Shard(Generic[S]):
         query_id = next(self._query_ids)
         timeout = self._engine.config.pull_timeout + 1.0
         try:
-            failures = self._ref.ask(_Query(query_id, bound), timeout)
+            failures = self._ref.ask(QueryRequest(query_id, bound), timeout)
         except ActorAskTimeout as exc:
-            self._send_quietly(_CancelQuery(query_id))
+            self._send_quietly(CancelQuery(query_id))
             raise QueryTimeoutError(
                 f"state {self.name!r}: refreshing stale views took longer than {timeout}s"
             ) from exc
@@ -347,7 +363,7 @@ class Shard(Generic[S]):
 
     def _start(self, members: tuple[str, ...]) -> None:
         """Begin replicating with ``members`` (run on the actor)."""
-        self._ref.send(_Start(members))
+        self._ref.send(Start(members))
 
     def _deliver(self, event: Event) -> None:
         """Hand an engine event to the shard's actor (drops it once stopped)."""
@@ -363,6 +379,7 @@ class Shard(Generic[S]):
             pending.fail(NodeShutdownError(f"state {self.name!r}: the node is shut down"))
         self._ref.stop()
         self._notifier.stop()
+        self._pipeline.fail_all(self._shut_down_error)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -380,32 +397,28 @@ class Shard(Generic[S]):
 
     def _receive(self, msg: Any) -> Any:
         engine = self._engine
-        if isinstance(msg, _Mutate):
-            try:
-                mutation = engine.mutate(msg.fn, with_delta=msg.with_delta)
-                self._save(mutation)
-            except Exception as exc:
-                return _Failed(exc)
-            self._execute(engine.commit(mutation))
-            return mutation.generation
-        if isinstance(msg, _Tick):
+        if msg is DRAIN:
+            for item in self._pipeline.take():
+                self._commit(item)
+            return None
+        if isinstance(msg, Tick):
             held = self._timers.get(msg.key)
             if held is None or held[0] != msg.token:
                 return None  # cancelled or replaced: a stale wakeup
-            if isinstance(held[1], _OneShot):
+            if isinstance(held[1], OneShot):
                 del self._timers[msg.key]
             self._execute(engine.handle(TimerFired(msg.key)))
             return None
-        if isinstance(msg, _Query):
+        if isinstance(msg, QueryRequest):
             pending = PendingReply()
             self._waiting[msg.query_id] = pending
             self._execute(engine.handle(QueryStarted(msg.query_id, msg.max_staleness)))
             return pending
-        if isinstance(msg, _CancelQuery):
+        if isinstance(msg, CancelQuery):
             self._waiting.pop(msg.query_id, None)
             engine.cancel_query(msg.query_id)
             return None
-        if isinstance(msg, _Start):
+        if isinstance(msg, Start):
             actions: list[Action] = []
             for member in msg.members:
                 actions.extend(engine.handle(PeerJoined(member)))
@@ -413,6 +426,18 @@ class Shard(Generic[S]):
             return None
         self._execute(engine.handle(msg))
         return None
+
+    def _commit(self, item: QueuedMutation) -> None:
+        """Apply, persist and commit one queued mutation; settle its future."""
+        engine = self._engine
+        try:
+            mutation = engine.mutate(item.fn, with_delta=item.with_delta)
+            self._save(mutation)
+        except Exception as exc:
+            item.future.set_exception(exc)
+            return
+        self._execute(engine.commit(mutation))
+        item.future.set_result(mutation.generation)
 
     def _save(self, mutation: Mutation[S]) -> None:
         """Persist a mutation before it is committed (MutationError if the store fails)."""
@@ -447,11 +472,11 @@ class Shard(Generic[S]):
         if held is not None:
             held[1].cancel()
         token = next(self._tokens)
-        tick = _Tick(action.key, token)
+        tick = Tick(action.key, token)
         if action.repeat:
             handle = self._runtime.send_interval(self._ref, action.delay, tick)
         else:
-            handle = _OneShot(self._runtime.send_after(self._ref, action.delay, tick))
+            handle = OneShot(self._runtime.send_after(self._ref, action.delay, tick))
         self._timers[action.key] = (token, handle)
 
     def _notify(self, action: NotifyView) -> None:
@@ -467,15 +492,3 @@ class Shard(Generic[S]):
                     action.node_id,
                     action.new.generation if action.new else None,
                 )
-
-
-class _OneShot:
-    """Marks a one-shot timer handle (its entry is dropped when it fires)."""
-
-    __slots__ = ("_handle",)
-
-    def __init__(self, handle: TimerHandle) -> None:
-        self._handle = handle
-
-    def cancel(self) -> None:
-        self._handle.cancel()

@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from dstate_core.net._gossip import GossipQueue
+from dstate_core.net._gossip import GossipQueue, notice_fanout
 from dstate_core.net._membership import (
     JoinRefused,
     MemberDown,
@@ -21,6 +21,7 @@ from dstate_core.net._membership import (
     Send,
 )
 from dstate_core.net._messages import Gossip, MemberMsg, MsgKind, Peer, PeerStatus
+from dstate_core.net._probes import ring_targets
 from dstate_core.testing import TestClock
 from dstate_core.testing._netsim import MemberSim
 
@@ -227,6 +228,25 @@ def test_a_replayed_leave_of_an_old_incarnation_changes_nothing() -> None:
     sim.check_outputs()
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_a_forged_leave_of_a_live_member_is_refuted_by_it(seed: int) -> None:
+    """Its next message to each member gets a notice; it refutes and is back everywhere."""
+    sim = cluster(5, seed)
+    victim = sim.process(f"n{seed % 5}")
+    t0 = sim.clock.now()
+    for target in others(sim, victim.node):
+        sim.inject(sim.address(target), MemberMsg(MsgKind.LEAVE, victim.peer))
+    sim.run(0.01)
+    assert set(sim.downs(victim.peer)) == others(sim, victim.node)  # forged, but obeyed
+    assert sim.run_until(sim.converged, TIMEOUT + 1.0), {p.node: p.view() for p in sim.running()}
+    assert victim.engine.me.version >= 1  # it refuted
+    assert set(sim.ups(victim.peer, since=t0)) == others(sim, victim.node)
+    for proc in sim.running():
+        if proc is not victim:
+            assert proc.engine.peer(victim.node) == victim.engine.me
+    sim.check_outputs()
+
+
 def test_an_old_ping_of_a_process_that_left_changes_nothing() -> None:
     sim = cluster(4, 8)
     gone = sim.process("n3").peer
@@ -302,6 +322,25 @@ def test_views_merge_after_a_partition_heals(seed: int) -> None:
     sim.check_outputs()
 
 
+def test_two_clusters_formed_apart_merge_through_a_seed_across() -> None:
+    """n2 could not reach its seed n0 when it started, so n3 joined n2 instead: two
+    clusters with nothing in common but n2's seed, which anti-entropy re-contacts."""
+    sim = MemberSim(12, CONFIG)
+    sim.spawn("n0")
+    sim.spawn("n1", ["n0"])
+    sim.partition(["n0", "n1"], ["n2", "n3"])
+    sim.spawn("n2", ["n0"])
+    sim.run(0.5)
+    sim.spawn("n3", ["n2"])
+    sim.run(2.0)
+    assert set(sim.process("n0").view()) == {"n0", "n1"}
+    assert set(sim.process("n3").view()) == {"n2", "n3"}
+    sim.heal()
+    assert sim.run_until(sim.converged, 3 * CONFIG.sync_interval)
+    assert not [e for e in sim.events if isinstance(e.output, MemberDown)]
+    sim.check_outputs()
+
+
 # -- engine details ------------------------------------------------------------------------
 
 
@@ -321,6 +360,55 @@ def test_an_unanswered_probe_goes_indirect_at_the_ack_timeout() -> None:
     clock.set(engine.next_deadline())
     kinds = [o.msg.kind for o in engine.tick() if isinstance(o, Send)]
     assert MsgKind.PING_REQ in kinds
+
+
+@pytest.mark.parametrize("members", [3, 8, 40])
+def test_a_failed_probe_tells_a_log_of_the_members(members: int) -> None:
+    """A member rumoured dead that does not answer the confirming probe is declared
+    left, and notice_fanout() of the remaining members hear it at once."""
+    clock = TestClock()
+    engine = Membership(Peer("a", "1", 0, "h:1"), [], CONFIG, clock, random.Random(0))
+    engine.start()
+    peers = [Peer(f"m{i:02d}", "1", 0, f"m{i:02d}:1") for i in range(members)]
+    for peer in peers:
+        engine.receive(MemberMsg(MsgKind.PING, peer, seq=1))
+    victim, teller = peers[0], peers[1]
+    engine.receive(MemberMsg(MsgKind.NOTICE, teller, gossip=(Gossip(PeerStatus.DEAD, victim),)))
+    clock.advance(CONFIG.round_interval)  # the confirmation's deadline
+    out = engine.tick()
+    assert MemberDown(victim, "unreachable") in out
+    notices = [o for o in out if isinstance(o, Send) and o.msg.kind == MsgKind.NOTICE]
+    assert len(notices) == notice_fanout(members - 1, CONFIG.indirect)
+    assert len({o.addr for o in notices}) == len(notices)
+    assert victim.addr not in {o.addr for o in notices}
+    assert all(Gossip(PeerStatus.DEAD, victim) in o.msg.gossip for o in notices)
+
+
+def test_notice_fanout_is_twice_log2_of_the_members_and_at_least_indirect_plus_one() -> None:
+    assert [notice_fanout(n, 2) for n in (0, 1, 2, 3, 7, 8, 99, 1000)] == [
+        0,
+        1,
+        2,
+        3,
+        6,
+        8,
+        14,
+        20,
+    ]
+    assert notice_fanout(10, 5) == 8  # 2 * ceil(log2(11))
+    assert notice_fanout(10, 9) == 10  # indirect + 1
+
+
+def test_ring_targets_are_the_successors_then_one_other_at_random() -> None:
+    ring = ["b", "d", "f", "h", "j"]
+    rng = random.Random(0)
+    for _ in range(20):
+        targets = ring_targets(ring, "g", 2, rng)
+        assert targets[:2] == ["h", "j"]
+        assert len(targets) == 3 and targets[2] in {"b", "d", "f"}
+    assert ring_targets(ring, "i", 3, rng)[:3] == ["j", "b", "d"]  # wraps around
+    assert ring_targets(["b", "d"], "a", 3, rng) == ["b", "d"]  # no others left
+    assert ring_targets([], "a", 3, rng) == []
 
 
 def test_member_up_and_down_carry_the_peer() -> None:
