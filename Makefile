@@ -37,7 +37,8 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 soak: $(STAMP)
-	DSTATE_SOAK=1 $(PY) -m pytest -q tests/simulation tests/core/persistence/test_crash.py tests/fuzz
+	DSTATE_SOAK=1 $(PY) -m pytest -q tests/simulation tests/core/persistence/test_crash.py tests/fuzz \
+		tests/core/net/test_membership_sim.py tests/core/net/test_membership_scale.py
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,bench]'

@@ -43,6 +43,7 @@ from ..wire._messages import DeltaUpdate, FullSnapshot, RequestSnapshot, Snapsho
 from ._actions import (
     PERIODIC_SYNC,
     Action,
+    Broadcast,
     DelayedPushTimer,
     NotifyView,
     PeriodicSyncTimer,
@@ -239,6 +240,15 @@ class ShardEngine(Generic[S]):
         actions = self._put_own_view(mutation.prepared.view)
         actions.extend(self._publisher.commit(mutation.plan))
         return actions
+
+    def withdraw(self, action: Broadcast) -> None:
+        """Do not send ``action``, a snapshot broadcast of a mutation in a batch that a
+        later snapshot of the same batch supersedes (receivers would only replace it).
+
+        Only a :class:`Broadcast` with ``snapshot`` set may be withdrawn, and only
+        when no delta broadcast follows it in the batch (a delta builds on it).
+        """
+        self._publisher.withdraw(action)
 
     def _put_own_view(self, view: Any) -> list[Action]:
         own = self.own

@@ -208,8 +208,14 @@ class Publisher:
         else:
             self._metrics.snapshots_sent += peers
         self._metrics.bytes_sent += len(data) * peers
-        actions.append(Broadcast(data))
+        actions.append(Broadcast(data, snapshot=not is_delta))
         return actions
+
+    def withdraw(self, action: Broadcast) -> None:
+        """A snapshot broadcast was superseded before it left: uncount it."""
+        peers = self._peer_count
+        self._metrics.snapshots_sent -= peers
+        self._metrics.bytes_sent -= len(action.data) * peers
 
     def _extend_window(self, plan: SendPlan) -> list[Action]:
         deadline = self._clock.now() + plan.delay

@@ -6,6 +6,11 @@ wakes (:meth:`MutationQueue.take`) and commits it in order. So a caller can
 have many mutations in flight (``mutate(fn, block=False)`` returns a future at
 once), a burst of them costs one actor wake-up, and call order is commit
 order whatever mix of blocking and pipelined calls made them.
+
+A batch sends less: each full-snapshot broadcast that a later one of the same
+batch replaces, with no delta broadcast between (a delta builds on its
+predecessor), stays home (:func:`drop_superseded_snapshots`). So a burst of
+mutations of a simple state is one frame per peer.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+from ..engine._actions import Action, Broadcast
 from ..model._generation import Generation
 
-__all__ = ["MutationQueue", "QueuedMutation"]
+__all__ = ["MutationQueue", "QueuedMutation", "drop_superseded_snapshots"]
 
 
 @dataclass(slots=True)
@@ -64,3 +70,22 @@ class MutationQueue:
         for item in self.take():
             if not item.future.done():
                 item.future.set_exception(error())
+
+
+def drop_superseded_snapshots(
+    actions: list[Action], withdraw: Callable[[Broadcast], None]
+) -> list[Action]:
+    """``actions`` without each snapshot broadcast that a later one replaces with no
+    delta broadcast between; ``withdraw`` is told of each one dropped."""
+    kept: list[Action | None] = []
+    waiting: int | None = None  # index in ``kept`` of the last snapshot broadcast
+    for action in actions:
+        if isinstance(action, Broadcast):
+            if action.snapshot and waiting is not None:
+                dropped = kept[waiting]
+                assert isinstance(dropped, Broadcast)
+                withdraw(dropped)
+                kept[waiting] = None
+            waiting = len(kept) if action.snapshot else None
+        kept.append(action)
+    return [action for action in kept if action is not None]

@@ -15,7 +15,7 @@ import math
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from typing import Any, Generic, Literal, Protocol, TypeVar, overload
+from typing import Any, Generic, Literal, TypeVar, overload
 
 from ..engine._actions import (
     Action,
@@ -30,15 +30,14 @@ from ..engine._actions import (
 )
 from ..engine._engine import Mutation, ShardEngine
 from ..engine._events import Event, PeerJoined, QueryStarted, StateLoaded, TimerFired
-from ..model._clock import Clock
 from ..model._diagnostics import PeerSyncStatus, StateHealth, StateSyncMetrics
 from ..model._errors import ActorSendError, NodeShutdownError, QueryTimeoutError, StalePeerError
 from ..model._generation import Generation, StateObject, StateViewObject
 from ..model._state import DistributedState
 from ..persistence._own_shard import save_or_raise
-from ..runtime._protocol import ActorAskTimeout, ActorRef, ActorRuntime, PendingReply, TimerHandle
-from ..wire._messages import ChangeNotification
-from ._pipeline import MutationQueue, QueuedMutation
+from ..runtime._protocol import ActorAskTimeout, ActorRef, PendingReply, TimerHandle
+from ._host import ShardHost
+from ._pipeline import MutationQueue, QueuedMutation, drop_superseded_snapshots
 from ._shard_messages import DRAIN, CancelQuery, OneShot, QueryRequest, Start, Tick
 
 __all__ = ["Projection", "Shard", "Subscription", "ViewCallback"]
@@ -52,41 +51,6 @@ Projection = Callable[[Mapping[str, StateViewObject[Any]]], R]
 ViewCallback = Callable[[str, StateViewObject[Any] | None, StateViewObject[Any] | None], None]
 
 log = logging.getLogger("dstate.shard")
-
-
-class ShardHost(Protocol):
-    """What a shard needs of its node (a :class:`~dstate_core.shell.DStateNode`)."""
-
-    @property
-    def node_id(self) -> str:
-        """The node's id."""
-        ...
-
-    @property
-    def runtime(self) -> ActorRuntime:
-        """The runtime the shard's actors run on."""
-        ...
-
-    @property
-    def clock(self) -> Clock:
-        """The node's clock."""
-        ...
-
-    def _broadcast(self, data: bytes) -> None:
-        """Send bytes to every peer's inbox."""
-        ...
-
-    def _send_to(self, node_id: str, data: bytes) -> None:
-        """Send bytes to one peer's inbox."""
-        ...
-
-    def _announce(self, note: ChangeNotification) -> None:
-        """Hand a change notification to the node's change feed."""
-        ...
-
-    def _feed_batches_for(self, state_name: str) -> int:
-        """How many feed batches carried ``state_name``."""
-        ...
 
 
 class Subscription:
@@ -398,8 +362,7 @@ class Shard(Generic[S]):
     def _receive(self, msg: Any) -> Any:
         engine = self._engine
         if msg is DRAIN:
-            for item in self._pipeline.take():
-                self._commit(item)
+            self._commit_batch()
             return None
         if isinstance(msg, Tick):
             held = self._timers.get(msg.key)
@@ -427,17 +390,27 @@ class Shard(Generic[S]):
         self._execute(engine.handle(msg))
         return None
 
-    def _commit(self, item: QueuedMutation) -> None:
-        """Apply, persist and commit one queued mutation; settle its future."""
+    def _commit_batch(self) -> None:
+        """Apply, persist and commit every queued mutation in order; send what they send
+        (a snapshot superseded by a later one of the batch stays home); settle the futures.
+        """
         engine = self._engine
-        try:
-            mutation = engine.mutate(item.fn, with_delta=item.with_delta)
-            self._save(mutation)
-        except Exception as exc:
-            item.future.set_exception(exc)
-            return
-        self._execute(engine.commit(mutation))
-        item.future.set_result(mutation.generation)
+        actions: list[Action] = []
+        committed: list[tuple[QueuedMutation, Generation]] = []
+        for item in self._pipeline.take():
+            try:
+                mutation = engine.mutate(item.fn, with_delta=item.with_delta)
+                self._save(mutation)
+            except Exception as exc:
+                item.future.set_exception(exc)
+                continue
+            actions += engine.commit(mutation)
+            committed.append((item, mutation.generation))
+        if len(committed) > 1:
+            actions = drop_superseded_snapshots(actions, engine.withdraw)
+        self._execute(actions)
+        for item, generation in committed:
+            item.future.set_result(generation)
 
     def _save(self, mutation: Mutation[S]) -> None:
         """Persist a mutation before it is committed (MutationError if the store fails)."""

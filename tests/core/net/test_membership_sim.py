@@ -157,8 +157,7 @@ def test_a_broken_schedule_names_its_seed(monkeypatch: pytest.MonkeyPatch) -> No
 # -- failure detection at scale -------------------------------------------------------------
 
 
-@pytest.mark.skipif(not SOAK, reason="100 simulated nodes take seconds; DSTATE_SOAK=1")
-@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("seed", range(3 if SOAK else 1))
 def test_crashes_among_100_nodes_are_down_everywhere_within_the_failure_timeout(
     seed: int,
 ) -> None:
@@ -189,10 +188,3 @@ def test_traffic_per_node_is_flat_from_10_to_100_nodes() -> None:
     assert 20 < small.msgs_per_node < 50  # 4 probes a round, each acked, 4 rounds a second
     assert big.msgs_per_node < 1.2 * small.msgs_per_node
     assert big.bytes_per_node < 2 * small.bytes_per_node
-
-
-@pytest.mark.skipif(not SOAK, reason="1,000 simulated nodes take many minutes; DSTATE_SOAK=1")
-def test_traffic_per_node_stays_bounded_at_1000_nodes() -> None:
-    hundred, thousand = measure_traffic(100, 10.0), measure_traffic(1000, 10.0)
-    assert thousand.bytes_per_node < 2 * hundred.bytes_per_node
-    assert thousand.msgs_per_node < 1.2 * hundred.msgs_per_node

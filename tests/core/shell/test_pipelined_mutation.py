@@ -9,6 +9,8 @@ from concurrent.futures import Future
 import pytest
 
 from dstate_core import Generation, MutationError, NodeShutdownError, Shard, StateConfig
+from dstate_core.engine import Broadcast
+from dstate_core.shell._pipeline import drop_superseded_snapshots
 from dstate_core.testing import (
     DeterministicCluster,
     FailingPersistence,
@@ -110,8 +112,9 @@ def test_mutate_with_delta_pipelines_too(cluster: DeterministicCluster) -> None:
     shards = {n: cluster.node(n).register(TestDeltaState) for n in cluster.node_ids}
     cluster.run_until_idle()
 
-    futures = [shards["a"].mutate_with_delta(TestDeltaState.bump("k", 1), block=False)
-               for _ in range(3)]
+    futures = [
+        shards["a"].mutate_with_delta(TestDeltaState.bump("k", 1), block=False) for _ in range(3)
+    ]
     cluster.run_until_idle()
 
     assert [f.result(timeout=0).age for f in futures] == [1, 2, 3]
@@ -150,3 +153,54 @@ def test_futures_work_with_asyncio_on_a_threaded_runtime() -> None:
         last = asyncio.run(run())
         assert shards["a"].state.generation == last
         assert shards["a"].state.value.value == 50
+
+
+def test_a_batch_of_simple_mutations_is_one_frame_per_peer(cluster: DeterministicCluster) -> None:
+    shards = register_all(cluster)
+    sent = cluster.messages_sent
+    before = shards["a"].metrics().snapshots_sent
+
+    futures = [shards["a"].mutate(TestState.increment(), block=False) for _ in range(10)]
+    cluster.run_until_idle()
+
+    assert futures[-1].result(timeout=0).age == 10
+    assert cluster.messages_sent - sent == 2  # the last snapshot, to b and c
+    assert shards["a"].metrics().snapshots_sent - before == 2
+    assert {n: s.snapshot()["a"].value.value for n, s in shards.items()} == {
+        "a": 10,
+        "b": 10,
+        "c": 10,
+    }
+
+
+def test_a_batch_of_deltas_sends_every_delta(cluster: DeterministicCluster) -> None:
+    shards = {n: cluster.node(n).register(TestDeltaState) for n in cluster.node_ids}
+    cluster.run_until_idle()
+    sent = cluster.messages_sent
+
+    for _ in range(4):
+        shards["a"].mutate_with_delta(TestDeltaState.bump("k", 1), block=False)
+    cluster.run_until_idle()
+
+    assert cluster.messages_sent - sent == 8  # each delta builds on the one before
+    assert shards["c"].snapshot()["a"].value.total == 4
+
+
+def _snap(tag: bytes) -> Broadcast:
+    return Broadcast(tag, snapshot=True)
+
+
+def test_only_snapshots_with_no_delta_after_them_are_dropped() -> None:
+    withdrawn: list[Broadcast] = []
+    s1, s2, s3 = _snap(b"1"), _snap(b"2"), _snap(b"3")
+    delta, other = Broadcast(b"d"), NotifyViewStub()
+
+    kept = drop_superseded_snapshots([s1, other, s2, delta, s3], withdrawn.append)  # type: ignore[list-item]
+
+    # s1 is replaced by s2 (no delta between); s2 stays: a delta builds on it.
+    assert kept == [other, s2, delta, s3]
+    assert withdrawn == [s1]
+
+
+class NotifyViewStub:
+    """Any non-broadcast action: it never stops a snapshot from being superseded."""
