@@ -116,22 +116,33 @@ class Schedule:
     # -- steps --------------------------------------------------------------------
 
     def mutate(self, node: str) -> None:
+        """One mutation, or a burst: pipelined ones and a blocking last, one batch."""
         shard = self.shard(node)
         rng = self.rng
-        if self.state_type is TestState:
-            amount = rng.randint(1, 9)
-            generation = shard.mutate(TestState.increment(amount))
-            self.log.append(f"{node}.mutate(+{amount})")
-        else:
-            prefix = ""
-            if self.state_type is UrgentDeltaState:
-                prefix = rng.choice(("", "", "now:", "late:", "quiet:"))
-            key = f"{prefix}k{rng.randint(0, 3)}"
-            generation = shard.mutate_with_delta(self.state_type.bump(key, rng.randint(1, 5)))
-            self.log.append(f"{node}.bump({key})")
+        burst = rng.choice((1, 1, 1, 2, 5))
+        pipelined = [self.one_mutation(node, shard, block=False) for _ in range(burst - 1)]
+        generation = self.one_mutation(node, shard, block=True)
+        for back, future in enumerate(reversed(pipelined), start=1):
+            got = future.result(timeout=0)
+            if got.incarnation != generation.incarnation or got.age != generation.age - back:
+                self.fail(f"pipelined mutation got {got}, the blocking one after it {generation}")
         if self.persistent[node]:
             key = (node, self.state_type.NAME)
             self.acked[key] = (generation, shard.state.value.model_copy(deep=True))
+
+    def one_mutation(self, node: str, shard: Any, block: bool) -> Any:
+        rng = self.rng
+        mode = "" if block else ", block=False"
+        if self.state_type is TestState:
+            amount = rng.randint(1, 9)
+            self.log.append(f"{node}.mutate(+{amount}{mode})")
+            return shard.mutate(TestState.increment(amount), block=block)
+        prefix = ""
+        if self.state_type is UrgentDeltaState:
+            prefix = rng.choice(("", "", "now:", "late:", "quiet:"))
+        key = f"{prefix}k{rng.randint(0, 3)}"
+        self.log.append(f"{node}.bump({key}{mode})")
+        return shard.mutate_with_delta(self.state_type.bump(key, rng.randint(1, 5)), block=block)
 
     def step(self) -> None:
         rng, cluster = self.rng, self.cluster
