@@ -34,6 +34,7 @@ process drives them through their stdin/stdout control channel
 
 from __future__ import annotations
 
+import pickle
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -42,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from thespian.actors import Actor  # type: ignore[import-untyped]
+from thespian.system.transport import TCPTransport  # type: ignore[import-untyped]
 
 from bench._report import Table, Tick, fmt_rate, fmt_seconds, no_tick, print_tables, ratio
 from dstate_core.process import free_port
@@ -152,7 +154,14 @@ class Bare:
 def measure_bare(tick: Tick) -> Bare:
     """Round trips and a one-way flood between actors in two multiprocTCPBase systems."""
     bare = Bare()
-    systems = [start_system("multiprocTCPBase", {"Admin Port": free_port()}) for _ in range(2)]
+    # Bare Thespian as shipped: plain pickle on its ports (dstate's restricted unpickler
+    # would refuse to create these benchmark actors). The forked admins inherit it.
+    restricted = TCPTransport.serializer
+    TCPTransport.serializer = pickle
+    try:
+        systems = [start_system("multiprocTCPBase", {"Admin Port": free_port()}) for _ in range(2)]
+    finally:
+        TCPTransport.serializer = restricted
     try:
         echo = systems[1].createActor(_Echo)
         pinger = systems[0].createActor(_Pinger)

@@ -14,6 +14,7 @@ from ._control import Controller, Emitter, generation_json, serve_lines, view_js
 from ._handle import READY_TIMEOUT, NodeHandle, NodeHandleError
 from ._node_process import NodeProcess, run_node_command, state_file_name
 from ._options import (
+    PERIODIC_INTERVAL,
     STRATEGIES,
     CliError,
     NodeOptions,
@@ -42,6 +43,7 @@ from ._processes_and_ports import (
 from ._run_records import RunRecord, check_run_dir, claim_port, default_run_dir
 
 __all__ = [
+    "PERIODIC_INTERVAL",
     "READY_TIMEOUT",
     "STRATEGIES",
     "CliError",

@@ -40,10 +40,14 @@ __all__ = [
 
 _log = logging.getLogger("dstate.node")
 
+#: Seconds between full snapshots under ``@periodic``.
+PERIODIC_INTERVAL = 5.0
+
 #: The sync strategies a ``--state`` may name after ``@``.
 STRATEGIES: dict[str, Callable[[], SyncStrategy]] = {
     "push": SyncStrategy.active_push,
     "feed": SyncStrategy.feed_lazy_pull,
+    "periodic": lambda: SyncStrategy.periodic_only(PERIODIC_INTERVAL),
 }
 
 
@@ -96,9 +100,10 @@ def add_node_options(
         "--state",
         action="append",
         required=True,
-        metavar="MODULE:CLASS[@push|@feed]",
+        metavar="MODULE:CLASS[@push|@feed|@periodic]",
         help="a state class to host (repeatable); after '@' its sync strategy: active push "
-        "(default) or change feed with lazy pull",
+        "(default), change feed with lazy pull, or a full snapshot every "
+        f"{PERIODIC_INTERVAL:g} s only",
     )
     node.add_argument(
         "--data-dir",
@@ -149,7 +154,7 @@ def add_node_options(
 
 
 def parse_state(text: str) -> StateSpec:
-    """``MODULE:CLASS[@push|@feed]`` as a checked :class:`StateSpec`.
+    """``MODULE:CLASS[@push|@feed|@periodic]`` as a checked :class:`StateSpec`.
 
     Raises:
         CliError: a bad form, a module that does not import, or not a state class.
@@ -160,7 +165,7 @@ def parse_state(text: str) -> StateSpec:
         raise CliError(f"--state {text}: the strategy after '@' is one of {sorted(STRATEGIES)}")
     module_name, colon, qualname = target.partition(":")
     if not colon or not module_name or not qualname:
-        raise CliError(f"--state {text}: expected MODULE:CLASS[@push|@feed]")
+        raise CliError(f"--state {text}: expected MODULE:CLASS[@push|@feed|@periodic]")
     try:
         found: object = importlib.import_module(module_name)
     except Exception as exc:

@@ -13,7 +13,10 @@ from typing import Any
 
 import pytest
 
+from dstate_core import PushMode
 from dstate_core.process import (
+    PERIODIC_INTERVAL,
+    STRATEGIES,
     CliError,
     RunRecord,
     claim_port,
@@ -39,6 +42,7 @@ def parse_options(namespace: argparse.Namespace) -> SimpleNamespace:
         merged.update((f.name, getattr(options, f.name)) for f in fields(options))
     return SimpleNamespace(**merged)
 
+
 STATE = "dstate_core.testing:TestState"
 
 
@@ -61,6 +65,10 @@ class TestStates:
         assert (spec.state_type, spec.strategy) == (TestState, "push")
         spec = parse_state("dstate_core.testing:TestDeltaState@feed")
         assert (spec.state_type, spec.strategy) == (TestDeltaState, "feed")
+        spec = parse_state(f"{STATE}@periodic")
+        strategy = STRATEGIES[spec.strategy]()
+        assert strategy.periodic_full_sync == PERIODIC_INTERVAL
+        assert strategy.push_mode is PushMode.NONE
 
     @pytest.mark.parametrize(
         ("text", "error"),
