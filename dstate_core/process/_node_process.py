@@ -78,6 +78,7 @@ class NodeProcess:
         self.stop_requested = threading.Event()
         self._why = ""
         self._status = 0
+        self._metrics_server: Any = None
         self._controller: Controller | None = None
         self._previous_handlers: dict[int, Any] = {}
 
@@ -138,6 +139,8 @@ class NodeProcess:
                 raise CliError(str(exc)) from None
             for spec in opts.states:
                 self._register(self.node, spec)
+            if opts.metrics_port is not None:
+                self._serve_metrics(self.node, opts.metrics_port)
             # Only now do peers see this node: its inbox and states are there for their
             # join exchange.
             if not self.stop_requested.is_set():
@@ -145,6 +148,14 @@ class NodeProcess:
         except BaseException:
             self._stop_node()
             raise
+
+    def _serve_metrics(self, node: DStateNode, port: int) -> None:
+        from ..metrics import serve_metrics
+
+        try:
+            self._metrics_server = serve_metrics(node, port)
+        except OSError as exc:
+            raise CliError(f"--metrics-port {port}: cannot listen: {exc.strerror}") from None
 
     def _register(self, node: DStateNode, spec: StateSpec) -> None:
         persistence: StatePersistence | None = None
@@ -253,6 +264,10 @@ class NodeProcess:
         """Shut the node and its runtime down (idempotent)."""
         if self._controller is not None:
             self._controller.close()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+            self._metrics_server = None
         if self.node is not None:
             self.node.shutdown()
         self.stop_runtime()

@@ -84,6 +84,7 @@ class NodeOptions:
     control: str = "stdio"
     exit_on_eof: bool = False
     persistence: str = "file"
+    metrics_port: int | None = None
 
 
 def add_node_options(
@@ -133,6 +134,13 @@ def add_node_options(
         default=1.0,
         metavar="SECONDS",
         help="the change feed's batch interval (default 1.0)",
+    )
+    node.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://0.0.0.0:PORT/metrics (needs the "
+        "'prometheus' extra: pip install 'dstate[prometheus]')",
     )
     node.add_argument(
         "--control",
@@ -273,4 +281,19 @@ def parse_node_options(
         control=args.control,
         exit_on_eof=args.exit_on_eof,
         persistence=args.persistence,
+        metrics_port=_metrics_port(args.metrics_port),
     )
+
+
+def _metrics_port(port: int | None) -> int | None:
+    if port is None:
+        return None
+    if not 0 < port < 65536:
+        raise CliError(f"--metrics-port must be 1..65535, got {port}")
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        raise CliError(
+            "--metrics-port needs prometheus-client: pip install 'dstate[prometheus]'"
+        ) from None
+    return port
