@@ -50,6 +50,9 @@ __all__ = ["NodeProcess", "run_node_command", "state_file_name"]
 
 _log = logging.getLogger("dstate.node")
 
+#: How long a node process waits for its members' views before it says ``ready`` anyway.
+READY_WAIT = 10.0
+
 #: The signals that stop a node process.
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -145,9 +148,20 @@ class NodeProcess:
             # join exchange.
             if not self.stop_requested.is_set():
                 self.join()
+                self._wait_ready(self.node)
         except BaseException:
             self._stop_node()
             raise
+
+    def _wait_ready(self, node: DStateNode) -> None:
+        """``ready`` goes out once the node holds every member's views (or after a while)."""
+        ready = node.wait_ready(READY_WAIT, cancel=self.stop_requested)
+        if not ready and not self.stop_requested.is_set():
+            _log.warning(
+                "node %r: not every member's views arrived within %g s; ready anyway",
+                self.options.node_id,
+                READY_WAIT,
+            )
 
     def _serve_metrics(self, node: DStateNode, port: int) -> None:
         from ..metrics import serve_metrics

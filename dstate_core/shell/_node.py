@@ -10,9 +10,11 @@ by the inbox and routed to the shard of their state.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 from ..engine._actions import Action, Broadcast, StartTimer
@@ -224,6 +226,53 @@ class DStateNode:
     def states(self) -> Mapping[str, Shard[Any]]:
         """Every registered shard by name (a copy)."""
         return dict(self._shards)
+
+    def is_ready(self, expected_members: Iterable[str] = ()) -> bool:
+        """True when every registered state holds a view of every current member, and
+        every node of ``expected_members`` is a member (see :meth:`wait_ready`)."""
+        with self._lock:
+            members = set(self._members)
+            shards = list(self._shards.values())
+        if not set(expected_members) <= members | {self.node_id}:
+            return False
+        return all(members <= set(shard.snapshot()) for shard in shards)
+
+    def wait_ready(
+        self,
+        timeout: float,
+        expected_members: Iterable[str] | None = None,
+        *,
+        cancel: threading.Event | None = None,
+    ) -> bool:
+        """Wait until the node can answer from local memory: every registered state has
+        loaded its own shard (it has, once ``register`` returned) and holds a view of
+        every current member (the join exchange is done), and every node named in
+        ``expected_members`` has joined.
+
+        Returns False if ``timeout`` seconds passed first (or ``cancel`` was set). On
+        the deterministic runtime nothing moves while this waits: drive the cluster,
+        then call it with ``timeout=0`` to check.
+
+        Raises:
+            ValueError: ``timeout`` is negative or not a number.
+            TypeError: ``expected_members`` is a str (give a list of node ids).
+        """
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not (0 <= timeout < math.inf)
+        ):
+            raise ValueError(f"timeout must be a finite number of seconds >= 0, got {timeout!r}")
+        if isinstance(expected_members, str):
+            raise TypeError("expected_members is a list of node ids, not one str")
+        expected = list(expected_members or ())
+        deadline = time.monotonic() + timeout
+        pause = threading.Event() if cancel is None else cancel
+        while not self.is_ready(expected):
+            left = deadline - time.monotonic()
+            if left <= 0 or pause.wait(min(left, 0.01)):
+                return self.is_ready(expected)
+        return True
 
     def health_check(self) -> SystemHealth:
         """Every state's health; ``status`` is the worst (``docs/diagnostics.md``)."""
