@@ -39,10 +39,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
 
 import zmq
 
+from bench._nodes import visibility
 from bench._report import (
     Table,
     Tick,
@@ -188,30 +188,6 @@ def _busy_here() -> Callable[[], None]:
 # -- dstate -----------------------------------------------------------------------------------
 
 
-def visibility(nodes: dict[str, PykkaNodeHandle], state: str) -> list[float]:
-    """Seconds from ``mutate`` returning on ``a`` to ``b``'s view event, per mutation."""
-    a, b = nodes["a"], nodes["b"]
-    b.request("watch", state=state)
-    samples = []
-    for i in range(WARMUP + SAMPLES):
-        reply = a.request("mutate", state=state, fn="increment", args=[1])
-        age = reply["generation"][1]
-
-        def seen(e: dict[str, Any], age: int = age) -> bool:
-            gen = e.get("generation")
-            return (
-                e.get("event") == "view" and e["node"] == "a" and gen is not None and gen[1] == age
-            )
-
-        event = b.wait_event(seen, DEADLINE)
-        if event is None:
-            raise RuntimeError(f"generation age {age} never reached b")
-        if i >= WARMUP:
-            samples.append(event["t"] - reply["t"])
-    b.request("unwatch", state=state)
-    return samples
-
-
 def burst(nodes: dict[str, PykkaNodeHandle]) -> float:
     """Replicated mutations/s: ``MUTATIONS`` on ``a`` until ``b`` and ``c`` hold the last."""
     a = nodes["a"]
@@ -322,10 +298,10 @@ def tables(tick: Tick = no_tick) -> list[Table]:
         bare_busy = bare_one_way(secret, busy=True)
         tick("bare pyzmq one way, busy")
         with _nodes(("a", "b"), secret_path) as pair:
-            seen = visibility(pair, PUSH)
+            seen = visibility(pair["a"], pair["b"], PUSH, WARMUP, SAMPLES, DEADLINE)
         tick("visibility latency")
         with _nodes(("a", "b"), secret_path, (BUSY,)) as pair:
-            seen_busy = visibility(pair, "busy_state")
+            seen_busy = visibility(pair["a"], pair["b"], "busy_state", WARMUP, SAMPLES, DEADLINE)
         tick("visibility latency, busy")
         with _nodes(("a", "b", "c"), secret_path) as trio:
             rates = []

@@ -45,6 +45,7 @@ from typing import Any
 from thespian.actors import Actor  # type: ignore[import-untyped]
 from thespian.system.transport import TCPTransport  # type: ignore[import-untyped]
 
+from bench._nodes import visibility
 from bench._report import Table, Tick, fmt_rate, fmt_seconds, no_tick, print_tables, ratio
 from dstate_core.process import free_port
 from dstate_thespian import NodeHandle
@@ -223,30 +224,6 @@ def _wait(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) -
         time.sleep(0.01)
 
 
-def measure_latency(nodes: dict[str, NodeHandle]) -> list[float]:
-    """Seconds from ``mutate`` returning on ``a`` to ``b``'s view callback, per mutation."""
-    a, b = nodes["a"], nodes["b"]
-    b.request("watch", state=PUSH)
-    samples = []
-    for i in range(WARMUP + LATENCY_SAMPLES):
-        reply = a.request("mutate", state=PUSH, fn="increment", args=[1])
-        age = reply["generation"][1]
-
-        def seen(e: dict[str, Any], age: int = age) -> bool:
-            gen = e.get("generation")
-            return (
-                e.get("event") == "view" and e["node"] == "a" and gen is not None and gen[1] == age
-            )
-
-        event = b.wait_event(seen, DEADLINE)
-        if event is None:
-            raise RuntimeError(f"generation age {age} never reached b")
-        if i >= WARMUP:
-            samples.append(event["t"] - reply["t"])
-    b.request("unwatch", state=PUSH)
-    return samples
-
-
 @dataclass
 class Burst:
     """One burst of mutations on ``a``: rates and messages sent per mutation."""
@@ -336,7 +313,7 @@ def tables(tick: Tick = no_tick) -> list[Table]:
     """Run every measurement; return the latency, throughput and crash-detection tables."""
     bare = measure_bare(tick)
     with node_processes(("a", "b", "c")) as nodes:
-        latencies = measure_latency(nodes)
+        latencies = visibility(nodes["a"], nodes["b"], PUSH, WARMUP, LATENCY_SAMPLES, DEADLINE)
         tick("visibility latency")
         push: list[Burst] = []
         feed: list[Burst] = []
