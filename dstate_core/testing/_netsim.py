@@ -366,25 +366,19 @@ class MemberSim:
 
     def downs(self, peer: Peer, since: float = 0.0) -> dict[str, float]:
         """Observer node id -> the first time it reported ``peer``'s process down."""
-        out: dict[str, float] = {}
-        for ev in self.events:
-            if (
-                ev.time >= since
-                and isinstance(ev.output, MemberDown)
-                and ev.output.peer.same_process(peer)
-            ):
-                out.setdefault(ev.observer.node, ev.time)
-        return out
+        return self._first_reports(MemberDown, peer, since)
 
     def ups(self, peer: Peer, since: float = 0.0) -> dict[str, float]:
         """Observer node id -> the first time it reported ``peer``'s process up."""
+        return self._first_reports(MemberUp, peer, since)
+
+    def _first_reports(
+        self, kind: type[MemberUp] | type[MemberDown], peer: Peer, since: float
+    ) -> dict[str, float]:
         out: dict[str, float] = {}
         for ev in self.events:
-            if (
-                ev.time >= since
-                and isinstance(ev.output, MemberUp)
-                and ev.output.peer.same_process(peer)
-            ):
+            output = ev.output
+            if ev.time >= since and isinstance(output, kind) and output.peer.same_process(peer):
                 out.setdefault(ev.observer.node, ev.time)
         return out
 

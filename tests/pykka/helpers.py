@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
+
+from tests.waiting import wait_until as _wait_until
 
 DEADLINE = 2.0
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = DEADLINE) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` passes; returns its last value."""
-    end = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= end:
-            return predicate()
-        time.sleep(0.005)
+    """Poll ``predicate`` until it holds or ``timeout`` passes (see ``tests.waiting``)."""
+    return _wait_until(predicate, timeout)
 
 
 class Recorder:

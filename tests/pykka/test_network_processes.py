@@ -25,6 +25,7 @@ import pytest
 
 from dstate_core.process import free_port, port_open
 from dstate_pykka._process import PykkaNodeHandle
+from tests.waiting import wait_until as _wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 #: The states every node hosts: a simple one under active push, a delta one on the change feed.
@@ -46,14 +47,8 @@ Spawn = Callable[..., PykkaNodeHandle]
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, period: float = 0.02) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` passes; its last value."""
-    end = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= end:
-            return predicate()
-        time.sleep(period)
+    """Poll ``predicate`` until it holds or ``timeout`` passes (see ``tests.waiting``)."""
+    return _wait_until(predicate, timeout, period)
 
 
 def left(node_id: str, after: float = 0.0) -> Callable[[Event], bool]:

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Sequence
 
 from dstate_core.process import port_open
 from dstate_core.runtime._protocol import ActorRuntime
 from dstate_thespian import InProcessConvention, ThespianRuntime
+from tests.waiting import wait_until as _wait_until
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` passes; returns its last value."""
-    end = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= end:
-            return predicate()
-        time.sleep(0.005)
+    """Poll ``predicate`` until it holds or ``timeout`` passes (see ``tests.waiting``)."""
+    return _wait_until(predicate, timeout)
 
 
 class SimpleHarness:

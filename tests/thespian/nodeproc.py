@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from dstate_core.process import cmdline, pid_alive
 from dstate_thespian import NodeHandle
+from tests.waiting import wait_until as _wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,14 +24,8 @@ def orphans(marker: str) -> list[int]:
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, period: float = 0.02) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` passes; its last value."""
-    end = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= end:
-            return predicate()
-        time.sleep(period)
+    """Poll ``predicate`` until it holds or ``timeout`` passes (see ``tests.waiting``)."""
+    return _wait_until(predicate, timeout, period)
 
 
 def settle(nodes: Iterable[NodeHandle], timeout: float = 15.0) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from dstate_core.net import JoinRefusedError, TcpNetwork
 from dstate_core.net._messages import MEMBERSHIP
 from dstate_pykka import PykkaRuntime
 from tests.threads import no_thread_outlives
+from tests.waiting import wait_until as _wait_until
 
 DEADLINE = 10.0
 
@@ -27,12 +27,8 @@ def _no_thread_outlives_the_test() -> Iterator[None]:
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = DEADLINE) -> bool:
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= end:
-            return False
-        time.sleep(0.005)
-    return True
+    """Poll ``predicate`` until it holds or ``timeout`` passes (see ``tests.waiting``)."""
+    return _wait_until(predicate, timeout)
 
 
 def make_certificates(root: Path, *names: str) -> Path:

@@ -27,6 +27,7 @@ from dstate_core.testing import TestState
 from dstate_core.testing.conformance import RuntimeConformanceSuite, RuntimeHarness
 from dstate_pykka import PykkaRuntime
 from tests.threads import no_thread_outlives
+from tests.waiting import wait_until as _wait_until
 
 SECRET = b"s" * MIN_SECRET_BYTES
 OTHER_SECRET = b"o" * MIN_SECRET_BYTES
@@ -43,14 +44,8 @@ def _no_thread_outlives_the_test() -> Iterator[None]:
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = DEADLINE) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` passes; its last value."""
-    end = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= end:
-            return predicate()
-        time.sleep(0.005)
+    """Poll ``predicate`` until it holds or ``timeout`` passes (see ``tests.waiting``)."""
+    return _wait_until(predicate, timeout)
 
 
 class Events:
