@@ -428,7 +428,19 @@ class ShardEngine(Generic[S]):
         return replace(frozen, bytes_sent=frozen.bytes_sent + self._pulls.bytes_sent)
 
     def health(self) -> StateHealth:
-        """Grade this state from its peer rows against ``default_staleness``."""
+        """Grade this state from its peer rows against ``default_staleness`` (a view
+        pending by design, which a query would pull, counts as fresh)."""
+        announced = None
+        if self.config.sync_strategy.pull_on_query:
+            announced = {
+                node: status.last_announced_time
+                for node, status in self._statuses.by_node()
+                if status.last_announced_time is not None
+            }
         return grade_state(
-            self.name, self.sync_status(), self._clock.now(), self.config.default_staleness
+            self.name,
+            self.sync_status(),
+            self._clock.now(),
+            self.config.default_staleness,
+            announced,
         )

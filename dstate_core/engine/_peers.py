@@ -11,6 +11,7 @@ version (``docs/protocol.md#join-and-leave``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..model._diagnostics import HealthStatus, PeerSyncStatus, StateHealth
@@ -88,11 +89,18 @@ class PeerState:
     last_attempt_time: float | None = None
     last_error: str | None = None
     last_sync_latency_ms: float | None = None
+    #: When the peer's change feed last announced a generation (proof it is reachable).
+    last_announced_time: float | None = None
 
     def saw(self, generation: Generation) -> None:
         """Remember the highest generation heard of from the peer."""
         if self.remote_generation is None or generation > self.remote_generation:
             self.remote_generation = generation
+
+    def announced(self, now: float, generation: Generation) -> None:
+        """The peer's change feed announced ``generation`` at ``now``."""
+        self.saw(generation)
+        self.last_announced_time = now
 
     def failed(self, now: float, error: str) -> None:
         """Record a failed sync attempt."""
@@ -160,16 +168,28 @@ class PeerStatuses:
 
 
 def grade_state(
-    state_name: str, peers: list[PeerSyncStatus], now: float, default_staleness: float
+    state_name: str,
+    peers: list[PeerSyncStatus],
+    now: float,
+    default_staleness: float,
+    announced: Mapping[str, float] | None = None,
 ) -> StateHealth:
     """Grade a state from its peer rows (``docs/diagnostics.md#health``).
 
     Healthy when every peer is fresh and none is failing; unhealthy when more
     than half are stale or failing; degraded otherwise.
+
+    ``announced`` (the time of each peer's last change-feed announcement) is
+    given when queries pull pending views: then a view behind its announced
+    generation is fresh by design, as long as the peer was heard from within
+    ``default_staleness`` (a query would pull it within the bound). Without it,
+    a row is fresh when its view is younger than the bound and not behind.
     """
     failing = sum(1 for p in peers if p.consecutive_failures > 0)
     stale = sum(
-        1 for p in peers if p.consecutive_failures == 0 and p.is_stale(now, default_staleness)
+        1
+        for p in peers
+        if p.consecutive_failures == 0 and _stale(p, now, default_staleness, announced)
     )
     healthy = len(peers) - failing - stale
     if failing + stale == 0:
@@ -179,3 +199,12 @@ def grade_state(
     else:
         status = HealthStatus.DEGRADED
     return StateHealth(state_name, healthy, stale, failing, status)
+
+
+def _stale(
+    row: PeerSyncStatus, now: float, bound: float, announced: Mapping[str, float] | None
+) -> bool:
+    if announced is None or row.local_generation is None:
+        return row.is_stale(now, bound)
+    heard = [t for t in (row.last_sync_time, announced.get(row.node_id)) if t is not None]
+    return not heard or now - max(heard) > bound

@@ -322,7 +322,7 @@ class Receiver:
         """A peer's change feed announced ``generation``: mark the view pending (pull later)."""
         if not self.admit(source, generation):
             return []
-        self._statuses.of(source).saw(generation)
+        self._statuses.of(source).announced(self._clock.now(), generation)
         current = self._views.get(source)
         if current is None:
             floor = self._peers.floor(source)

@@ -202,6 +202,59 @@ def test_health_degrades_when_peers_go_stale_or_fail(cluster: DeterministicClust
     assert cluster.node("b").health_check().status is HealthStatus.HEALTHY
 
 
+FEED = StateConfig(
+    sync_strategy=SyncStrategy.feed_lazy_pull(), default_staleness=5.0, pull_timeout=1.0
+)
+
+
+def test_a_feed_view_pending_by_design_is_healthy(cluster: DeterministicCluster) -> None:
+    shards = register_all(cluster, FEED)
+    for _ in range(3):
+        cluster.advance(3.0)  # older than the bound, but announced since
+        for shard in shards.values():
+            shard.mutate(TestState.increment())
+        cluster.run_until_idle()
+        cluster.advance(1.5)  # the feed batch leaves
+
+    row = {r.node_id: r for r in shards["b"].sync_status()}["a"]
+    assert row.remote_generation is not None and row.local_generation is not None
+    assert row.remote_generation > row.local_generation  # pending: nobody queried
+    assert [r.node_id for r in shards["b"].stale_peers(5.0)] == ["a", "c"]  # to pull
+    assert cluster.node("b").health_check().status is HealthStatus.HEALTHY
+
+
+def test_a_feed_peer_that_cannot_be_reached_is_not_healthy(
+    cluster: DeterministicCluster,
+) -> None:
+    shards = register_all(cluster, FEED)
+    cluster.partition(["a"], ["b", "c"])
+    cluster.advance(4.0)
+    for shard in shards.values():
+        shard.mutate(TestState.increment())  # b hears c, not a
+    cluster.advance(2.0)  # a last heard of 6 s ago: beyond the bound
+
+    (state,) = cluster.node("b").health_check().states
+    assert (state.healthy_peers, state.stale_peers, state.failing_peers) == (1, 1, 0)
+    assert state.status is HealthStatus.DEGRADED
+
+    shards["b"].query(values, max_staleness=1.0, on_stale="return")  # the pull times out
+    (state,) = cluster.node("b").health_check().states
+    assert (state.healthy_peers, state.stale_peers, state.failing_peers) == (1, 0, 1)
+
+
+def test_a_pending_view_is_stale_without_pull_on_query(cluster: DeterministicCluster) -> None:
+    config = StateConfig(
+        sync_strategy=SyncStrategy(PushMode.ACTIVE_FEED_LAZY_PULL, pull_on_query=False),
+        default_staleness=5.0,
+    )
+    shards = register_all(cluster, config)
+    shards["a"].mutate(TestState.increment())
+    cluster.advance(1.5)
+
+    (state,) = cluster.node("b").health_check().states
+    assert state.stale_peers == 1  # nothing would ever pull it
+
+
 def test_health_is_the_worst_state(cluster: DeterministicCluster) -> None:
     register_all(cluster, StateConfig(default_staleness=100.0))
     for node in NODES:
