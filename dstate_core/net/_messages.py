@@ -1,10 +1,13 @@
 """What network nodes say to each other: membership messages, parcels, and their bytes.
 
 Every frame between two node processes is one msgpack array whose first item
-says what it is: :data:`MEMBERSHIP` (a :class:`MemberMsg`) or :data:`PARCEL`
-(a runtime :class:`~dstate_core.runtime.Parcel`). :func:`decode_frame` checks
-every field's type and size: a frame from the network is untrusted, and one
-that does not parse is a :class:`ValueError`, never anything else.
+says what it is: :data:`MEMBERSHIP` (a :class:`MemberMsg`), :data:`PARCEL`
+(a runtime :class:`~dstate_core.runtime.Parcel`) or :data:`STATUS` (a
+:class:`StatusRequest` from an observer such as ``python -m dstate_core
+status``; the answer goes back on the same connection, see :mod:`~._report`).
+:func:`decode_frame` checks every field's type and size: a frame from the
+network is untrusted, and one that does not parse is a :class:`ValueError`,
+never anything else.
 """
 
 from __future__ import annotations
@@ -24,20 +27,28 @@ __all__ = [
     "MAX_TABLE",
     "MEMBERSHIP",
     "PARCEL",
+    "STATUS",
+    "STATUS_REPLY",
     "Gossip",
     "MemberMsg",
     "MsgKind",
     "Peer",
     "PeerStatus",
+    "StatusRequest",
     "decode_frame",
     "encode_member_msg",
     "encode_parcel",
+    "encode_status_request",
 ]
 
 #: First item of a frame carrying a membership message.
 MEMBERSHIP = 1
 #: First item of a frame carrying a parcel.
 PARCEL = 2
+#: First item of an observer's status request (``[STATUS, nonce]``).
+STATUS = 3
+#: First item of a node's answer to it (``[STATUS_REPLY, nonce, report]``).
+STATUS_REPLY = 4
 
 #: Caps on peer input.
 MAX_NODE_ID = 255
@@ -126,6 +137,13 @@ class MemberMsg:
     reply: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class StatusRequest:
+    """An observer asks for the node's status report; ``nonce`` pairs it with the answer."""
+
+    nonce: int
+
+
 # -- encoding -----------------------------------------------------------------------
 
 
@@ -166,6 +184,11 @@ def encode_parcel(parcel: Parcel) -> bytes:
         ],
         use_bin_type=True,
     )
+
+
+def encode_status_request(nonce: int) -> bytes:
+    """The frame asking a node for its status report."""
+    return msgpack.packb([STATUS, nonce])
 
 
 # -- decoding -----------------------------------------------------------------------
@@ -260,7 +283,16 @@ def _parcel(items: Sequence[Any]) -> Parcel:
     )
 
 
-def decode_frame(data: bytes) -> MemberMsg | Parcel:
+def _status_request(items: Sequence[Any]) -> StatusRequest:
+    if len(items) != 2:
+        raise ValueError("bad status request")
+    nonce = items[1]
+    if isinstance(nonce, bool) or not isinstance(nonce, int) or not 0 <= nonce < _MAX_VERSION:
+        raise ValueError("bad status request nonce")
+    return StatusRequest(nonce)
+
+
+def decode_frame(data: bytes) -> MemberMsg | Parcel | StatusRequest:
     """Parse one frame from a peer.
 
     Raises:
@@ -278,4 +310,6 @@ def decode_frame(data: bytes) -> MemberMsg | Parcel:
         return _member_msg(items)
     if items[0] == PARCEL:
         return _parcel(items)
+    if items[0] == STATUS:
+        return _status_request(items)
     raise ValueError("unknown frame type")

@@ -22,6 +22,7 @@ __all__ = [
     "NetworkSettings",
     "check_settings",
     "parse_address",
+    "reachable_host",
 ]
 
 #: The shortest cluster secret accepted.
@@ -164,3 +165,17 @@ def check_settings(
         client=client,
         members=members,
     )
+
+
+def reachable_host(settings: NetworkSettings) -> str:
+    """The host peers reach this node at when it listens on every interface."""
+    host = settings.listen_host
+    if host not in ("0.0.0.0", "*", "::"):
+        return host
+    target = settings.seeds[0].rpartition(":")[0] if settings.seeds else "192.0.2.1"
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((target, 9))  # UDP: nothing is sent
+            return str(probe.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"

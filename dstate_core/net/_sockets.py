@@ -22,7 +22,13 @@ from zmq.utils.monitor import recv_monitor_message
 
 from ._settings import NetworkSettings
 
-__all__ = ["HIGH_WATER_MARK", "MonitorEvent", "Sockets"]
+__all__ = [
+    "HIGH_WATER_MARK",
+    "MonitorEvent",
+    "Sockets",
+    "frame_peer_address",
+    "frame_user_id",
+]
 
 #: Messages queued per peer and direction at most.
 HIGH_WATER_MARK = 10_000
@@ -214,3 +220,19 @@ class Sockets:
         if self.zap is not None:
             self.zap.close(linger=0)
         self.context.term()
+
+
+def frame_user_id(frame: zmq.Frame) -> str:
+    """The node whose key authenticated the frame's connection ("" if none)."""
+    try:
+        return str(frame.get("User-Id"))
+    except zmq.ZMQError:
+        return ""
+
+
+def frame_peer_address(frame: zmq.Frame) -> str:
+    """The IP address a frame came from (as libzmq reports it)."""
+    try:
+        return str(frame.get("Peer-Address"))
+    except zmq.ZMQError:
+        return "unknown"

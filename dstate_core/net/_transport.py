@@ -21,7 +21,6 @@ import logging
 import os
 import random
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -42,9 +41,17 @@ from ._membership import (
     MemberUp,
     Send,
 )
-from ._messages import MemberMsg, Peer, decode_frame, encode_member_msg, encode_parcel
-from ._settings import DEFAULT_MAX_MESSAGE_BYTES, check_settings
-from ._sockets import Sockets
+from ._messages import (
+    MemberMsg,
+    Peer,
+    StatusRequest,
+    decode_frame,
+    encode_member_msg,
+    encode_parcel,
+)
+from ._report import StatusDesk, StatusSource
+from ._settings import DEFAULT_MAX_MESSAGE_BYTES, check_settings, reachable_host
+from ._sockets import Sockets, frame_peer_address, frame_user_id
 
 __all__ = ["JoinRefusedError", "NetworkSink", "TcpNetwork"]
 
@@ -125,11 +132,12 @@ class TcpNetwork:
         # With certificate files a connection's key proves its node: frames must agree.
         self._identified = any(settings.members.values()) if settings.members else False
         self._sockets = Sockets(settings, self._on_zap)
-        self._address = settings.advertise or f"{_reachable_host(settings)}:{self._sockets.port}"
+        self._address = settings.advertise or f"{reachable_host(settings)}:{self._sockets.port}"
         self._incarnation = f"{time.time_ns():020d}-{secrets.token_hex(4)}"
         me = Peer(settings.node_id, self._incarnation, 0, self._address)
         config = MembershipConfig(failure_timeout=settings.failure_timeout)
         self._engine = Membership(me, settings.seeds, config, SystemClock(), random.Random())
+        self._desk = StatusDesk(settings.node_id, self._address, self._incarnation)
         self._sink: NetworkSink | None = None
         self._routes: dict[str, str] = {}
         self._view: dict[str, str] = {}
@@ -208,6 +216,11 @@ class TcpNetwork:
             if self._sink is not None:
                 raise ValueError(f"network of node {self.node_id!r} already has a runtime")
             self._sink = sink
+
+    def answer_status(self, source: StatusSource | None) -> None:
+        """Answer observers' status requests with what ``source`` reports (a node sets it;
+        ``None`` stops reporting states)."""
+        self._desk.answer_with(source)
 
     def start(self) -> None:
         """Start the I/O thread and join the cluster (idempotent)."""
@@ -330,21 +343,24 @@ class TcpNetwork:
             except zmq.Again:
                 return
             if len(frames) != 2:
-                self._reject("malformed frame", _peer_address(frames[0]))
+                self._reject("malformed frame", frame_peer_address(frames[0]))
                 continue
-            self._on_frame(frames[1])
+            self._on_frame(frames[1], frames[0])
 
-    def _on_frame(self, frame: zmq.Frame) -> None:
+    def _on_frame(self, frame: zmq.Frame, sender_id: zmq.Frame) -> None:
         try:
             item = decode_frame(frame.bytes)
         except ValueError as exc:
-            self._reject(f"malformed frame ({exc})", _peer_address(frame))
+            self._reject(f"malformed frame ({exc})", frame_peer_address(frame))
+            return
+        if isinstance(item, StatusRequest):
+            self._answer(item, sender_id, frame)
             return
         sender = item.src.node if isinstance(item, MemberMsg) else item.src
         if self._identified:
-            proven = _user_id(frame)
+            proven = frame_user_id(frame)
             if sender != proven:
-                self._reject(f"claims to be node {sender!r}", proven or _peer_address(frame))
+                self._reject(f"claims to be node {sender!r}", proven or frame_peer_address(frame))
                 return
         if isinstance(item, MemberMsg):
             self._apply(self._engine.receive(item))
@@ -375,6 +391,17 @@ class TcpNetwork:
             self._joined.set()
         if self._settled != self._engine.settled:
             self._publish_view()
+
+    def _answer(self, request: StatusRequest, sender_id: zmq.Frame, frame: zmq.Frame) -> None:
+        """Answer an observer on the connection its request came on."""
+        with self._lock:
+            members = dict(self._routes)
+        answer = self._desk.answer(request.nonce, members)
+        if answer is None:
+            self._reject("status requests over the rate limit", frame_peer_address(frame))
+            return
+        with contextlib.suppress(zmq.ZMQError):  # the observer is gone, or its queue full
+            self._sockets.router.send_multipart([sender_id.bytes, answer], zmq.NOBLOCK)
 
     def _member_up(self, peer: Peer) -> None:
         _log.info("node %r: %r joined (%s)", self.node_id, peer.node, peer.addr)
@@ -467,33 +494,3 @@ class TcpNetwork:
     def __repr__(self) -> str:
         mode = "secure" if self.secure else "insecure"
         return f"<TcpNetwork {self.node_id!r} at {self._address} {mode}>"
-
-
-def _user_id(frame: zmq.Frame) -> str:
-    """The node whose key authenticated the frame's connection ("" if none)."""
-    try:
-        return str(frame.get("User-Id"))
-    except zmq.ZMQError:
-        return ""
-
-
-def _peer_address(frame: zmq.Frame) -> str:
-    """The IP address a frame came from (as libzmq reports it)."""
-    try:
-        return str(frame.get("Peer-Address"))
-    except zmq.ZMQError:
-        return "unknown"
-
-
-def _reachable_host(settings: Any) -> str:
-    """The host peers reach this node at when it listens on every interface."""
-    host: str = settings.listen_host
-    if host not in ("0.0.0.0", "*", "::"):
-        return host
-    target = settings.seeds[0].rpartition(":")[0] if settings.seeds else "192.0.2.1"
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.connect((target, 9))  # UDP: nothing is sent
-            return str(probe.getsockname()[0])
-    except OSError:
-        return "127.0.0.1"

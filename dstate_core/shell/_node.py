@@ -33,6 +33,7 @@ from ..model._errors import (
 )
 from ..model._generation import IncarnationSource
 from ..model._state import DistributedState, validate_state_type
+from ..net._report import StateReport
 from ..persistence._incarnations import IncarnationFile
 from ..persistence._own_shard import load_or_fresh
 from ..runtime._protocol import (
@@ -47,6 +48,7 @@ from ..wire._codec import DEFAULT_MAX_MESSAGE_BYTES, MAX_NAME_LENGTH, WireCodec
 from ..wire._messages import ChangeNotification
 from ._inbox import InboundRouter
 from ._shard import Shard
+from ._status import state_reports
 
 __all__ = ["INBOX_GROUP", "DStateNode"]
 
@@ -144,6 +146,10 @@ class DStateNode:
         self._feed_ref = runtime.spawn("dstate.feed", self._on_feed)
         runtime.join_group(INBOX_GROUP, self._inbox)
         self._subscription = runtime.cluster_events.subscribe(self._on_cluster_event)
+        # A network transport (TcpNetwork) answers observers' status requests with this.
+        self._answer_status = getattr(getattr(runtime, "network", None), "answer_status", None)
+        if callable(self._answer_status):
+            self._answer_status(self._status)
 
     def __repr__(self) -> str:
         return f"DStateNode({self.node_id!r}, states={sorted(self._shards)})"
@@ -305,12 +311,20 @@ class DStateNode:
             log.debug("node %r: leaving the inbox group failed", self.node_id, exc_info=True)
         self._inbox.stop()
         self._feed_ref.stop()
+        if callable(self._answer_status):
+            self._answer_status(None)
         log.info("node %r shut down", self.node_id)
 
     @property
     def closed(self) -> bool:
         """True after :meth:`shutdown`."""
         return self._closed
+
+    def _status(self) -> tuple[bool, list[StateReport]]:
+        """Readiness and every state's report, for an observer (any thread)."""
+        with self._lock:
+            shards = list(self._shards.values())
+        return self.is_ready(), state_reports(shards, self.clock.now())
 
     def _check_open(self) -> None:
         if self._closed:

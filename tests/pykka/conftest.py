@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from dstate_pykka import PykkaNetwork, PykkaRuntime
+from tests.pykka.node_processes import Spawn, start_spawner, write_secret
 from tests.threads import no_thread_outlives
 
 #: How long the threads of a closed runtime or cluster may take to end.
@@ -38,3 +40,18 @@ def runtime() -> Iterator[PykkaRuntime]:
     rt = PykkaRuntime("solo")
     yield rt
     rt.shutdown()
+
+
+@pytest.fixture
+def secret_file(tmp_path: Path) -> Path:
+    """The cluster's secret (chmod 600)."""
+    return write_secret(tmp_path / "cluster.secret")
+
+
+@pytest.fixture
+def spawn(secret_file: Path) -> Iterator[Spawn]:
+    """Start node processes (with the cluster's secret unless told); afterwards stop them
+    and check that nothing is left."""
+    start, stop_all = start_spawner(secret_file)
+    yield start
+    stop_all()
