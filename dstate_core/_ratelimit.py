@@ -6,6 +6,7 @@ import logging
 import threading
 from typing import Any
 
+from ._logs import AnyLogger, NodeLog
 from .model._clock import Clock
 
 __all__ = ["MAX_KEYS", "DropLog", "RateLimitedLog"]
@@ -21,15 +22,19 @@ class RateLimitedLog:
     with the next message that gets through.
     """
 
-    def __init__(self, logger: logging.Logger, clock: Clock, period: float = 60.0) -> None:
+    def __init__(self, logger: AnyLogger, clock: Clock, period: float = 60.0) -> None:
         self._logger = logger
         self._clock = clock
         self._period = period
         self._last: dict[tuple[str, ...], float] = {}
         self._suppressed: dict[tuple[str, ...], int] = {}
 
-    def log(self, level: int, key: tuple[str, ...], msg: str, *args: Any) -> bool:
-        """Log ``msg % args`` unless ``key`` was logged within the period; True if logged."""
+    def log(
+        self, level: int, key: tuple[str, ...], msg: str, *args: Any, peer: str | None = None
+    ) -> bool:
+        """Log ``msg % args`` unless ``key`` was logged within the period; True if logged.
+
+        ``peer`` becomes the record's ``peer`` attribute (with a :class:`NodeLog`)."""
         now = self._clock.now()
         last = self._last.get(key)
         if last is not None and now - last < self._period:
@@ -42,12 +47,15 @@ class RateLimitedLog:
         if skipped:
             msg += " (%d similar messages suppressed)"
             args = (*args, skipped)
-        self._logger.log(level, msg, *args)
+        if isinstance(self._logger, NodeLog):
+            self._logger.log(level, msg, *args, peer=peer)
+        else:
+            self._logger.log(level, msg, *args)
         return True
 
-    def warning(self, key: tuple[str, ...], msg: str, *args: Any) -> bool:
+    def warning(self, key: tuple[str, ...], msg: str, *args: Any, peer: str | None = None) -> bool:
         """Shorthand for :meth:`log` at WARNING."""
-        return self.log(logging.WARNING, key, msg, *args)
+        return self.log(logging.WARNING, key, msg, *args, peer=peer)
 
     def _forget_before(self, cutoff: float) -> None:
         # Keys come from peer input (sender names): never let them grow without bound.
@@ -63,22 +71,31 @@ class DropLog:
     Concurrency: :meth:`drop` and the readers may run on different threads.
     """
 
-    def __init__(self, logger: logging.Logger, clock: Clock, period: float = 60.0) -> None:
+    def __init__(self, logger: AnyLogger, clock: Clock, period: float = 60.0) -> None:
         self._log = RateLimitedLog(logger, clock, period)
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
         self._sources: dict[str, int] = {}
 
     def drop(
-        self, reason: str, source: str, msg: str, *args: Any, level: int = logging.WARNING
+        self,
+        reason: str,
+        source: str,
+        msg: str,
+        *args: Any,
+        level: int = logging.WARNING,
+        peer: str | None = None,
     ) -> None:
-        """Count one drop for ``reason``; log ``msg % args`` unless recently logged."""
+        """Count one drop for ``reason``; log ``msg % args`` unless recently logged.
+
+        ``source`` keys the counts and the rate limit; ``peer`` (the node it came from,
+        when known) becomes the record's ``peer``."""
         with self._lock:
             self._counts[reason] = self._counts.get(reason, 0) + 1
             # Sources come from peer input: past MAX_KEYS of them, new ones are lumped.
             key = source if source in self._sources or len(self._sources) < MAX_KEYS else "others"
             self._sources[key] = self._sources.get(key, 0) + 1
-            self._log.log(level, (reason, source), msg, *args)
+            self._log.log(level, (reason, source), msg, *args, peer=peer)
 
     def counts(self) -> dict[str, int]:
         """Drops so far by reason (a copy)."""

@@ -10,7 +10,6 @@ back and re-raises it in the caller. Pykka itself would stop an actor whose
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from typing import Any, Protocol
@@ -21,13 +20,12 @@ from dstate_core.model import ActorSendError
 from dstate_core.runtime import (
     ActorAskTimeout,
     Handler,
+    NodeLog,
     PendingReply,
     check_positive_seconds,
 )
 
 __all__ = ["CellHost", "PykkaActorRef"]
-
-_log = logging.getLogger("dstate.pykka")
 
 
 class _Tell:
@@ -158,10 +156,14 @@ class _HandlerActor(pykka.ThreadingActor):
             result = self._handler(message.msg)
         except Exception as exc:
             kind = "an ask" if is_ask else "a message"
-            _log.error("handler of %s raised on %s: %r", cell.describe(), kind, exc, exc_info=True)
+            NodeLog("dstate.pykka", cell.runtime.node_id).error(
+                "handler of %s raised on %s: %r", cell.describe(), kind, exc, exc_info=True
+            )
             return _Raised(exc) if is_ask else None
         except BaseException as exc:  # SystemExit and the like: stop this actor only
-            _log.error("handler of %s raised %r; stopping it", cell.describe(), exc, exc_info=True)
+            NodeLog("dstate.pykka", cell.runtime.node_id).error(
+                "handler of %s raised %r; stopping it", cell.describe(), exc, exc_info=True
+            )
             cell.runtime.forget(cell)
             cell.stop()
             return _Raised(exc) if is_ask else None

@@ -16,7 +16,6 @@ is a user error: one line on stderr, exit status 2.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -31,8 +30,6 @@ from dstate_core.process import NodeHandle as BaseNodeHandle
 from ._runtime import PykkaRuntime
 
 __all__ = ["PykkaNetOptions", "PykkaNodeHandle", "PykkaNodeProcess"]
-
-_log = logging.getLogger("dstate.pykka.node")
 
 
 @dataclass(frozen=True)
@@ -100,9 +97,8 @@ class PykkaNodeProcess(NodeProcess):
         if not joined and not self.stop_requested.is_set():
             assert self.network is not None
             rejected = self.network.counters()["rejected"]
-            _log.warning(
-                "node %r: no seed of %s answered within %g s; running alone and still trying%s",
-                self.options.node_id,
+            self._log.warning(
+                "no seed of %s answered within %g s; running alone and still trying%s",
                 ", ".join(self.net.seeds),
                 self.net.join_timeout,
                 f" (rejected so far: {rejected})" if rejected else "",

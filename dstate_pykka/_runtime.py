@@ -11,7 +11,6 @@ many runtimes can share a process.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from dstate_core.runtime import (
     EventCallback,
     Handler,
     LocalGroups,
+    NodeLog,
     NodeShutdownError,
     RemoteActorRef,
     RuntimeBase,
@@ -42,8 +42,6 @@ if TYPE_CHECKING:
     from dstate_core.runtime import ActorRuntime, ClusterEvents
 
 __all__ = ["PykkaRuntime"]
-
-_log = logging.getLogger("dstate.pykka")
 
 #: ``shutdown()`` waits at most this long for actors to finish their current message.
 _STOP_WAIT = 1.2
@@ -98,6 +96,7 @@ class PykkaRuntime(RuntimeBase, SchedulerTimers):
         join_timeout: float = 10.0,
     ) -> None:
         super().__init__(node_id)
+        self._log = NodeLog("dstate.pykka", node_id)
         if network is not None and not isinstance(network, PykkaNetwork | TcpNetwork):
             raise TypeError(
                 f"network must be a PykkaNetwork or a TcpNetwork, got {type(network).__name__}"
@@ -351,7 +350,9 @@ class PykkaRuntime(RuntimeBase, SchedulerTimers):
             try:
                 future.get(timeout=max(0.0, deadline - time.monotonic()))
             except Exception:
-                _log.warning("%s did not stop in time; leaving its thread behind", cell.describe())
+                self._log.warning(
+                    "%s did not stop in time; leaving its thread behind", cell.describe()
+                )
         return True
 
     def _local_cell(self, ref: ActorRef) -> _Cell:

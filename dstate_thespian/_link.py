@@ -17,11 +17,12 @@ thread (:mod:`dstate_thespian._in_process`) runs the actors.
 from __future__ import annotations
 
 import contextlib
-import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
+
+from dstate_core.runtime import NodeLog
 
 from ._gateway import Attached, Batch, Parcel
 
@@ -29,8 +30,6 @@ if TYPE_CHECKING:
     from ._in_process import InProcessConvention
 
 __all__ = ["Link", "SimpleLink", "TcpLink"]
-
-_log = logging.getLogger("dstate.thespian")
 
 #: How long one ``listen()`` waits before checking whether the link is closing.
 POLL_SECONDS = 0.1
@@ -60,6 +59,7 @@ class Link:
         self._attach = attach
         self._on_message = on_message
         self._name = name
+        self._log = NodeLog("dstate.thespian", name)
         self._stop = threading.Event()
         self._you: Any = None
         self.send_failures = 0
@@ -91,7 +91,7 @@ class Link:
         try:
             endpoint, close = self._open()
         except Exception:
-            _log.exception("node %r: cannot open a Thespian endpoint to %s", self._name, purpose)
+            self._log.exception("cannot open a Thespian endpoint to %s", purpose)
             yield None
             return
         try:
@@ -100,7 +100,7 @@ class Link:
             try:
                 close()
             except Exception:
-                _log.debug("node %r: closing the endpoint failed", self._name, exc_info=True)
+                self._log.debug("closing the endpoint failed", exc_info=True)
 
     def _receive_loop(self) -> None:
         with self._opened("receive") as endpoint:
@@ -113,7 +113,7 @@ class Link:
             try:
                 msg = endpoint.listen(POLL_SECONDS)
             except Exception:
-                _log.exception("node %r: listening to its gateway failed", self._name)
+                self._log.exception("listening to its gateway failed")
                 self._stop.wait(POLL_SECONDS)
                 continue
             if isinstance(msg, Attached):
@@ -122,14 +122,14 @@ class Link:
                 try:
                     self._on_message(msg)
                 except Exception:
-                    _log.exception("node %r: an inbound message failed", self._name)
+                    self._log.exception("an inbound message failed")
 
     def _tell(self, endpoint: Any, msg: Any) -> None:
         try:
             endpoint.tell(self._gateway, msg)
         except Exception as exc:
             self.send_failures += 1
-            _log.warning("node %r: a message to its gateway was lost: %s", self._name, exc)
+            self._log.warning("a message to its gateway was lost: %s", exc)
 
 
 class TcpLink(Link):

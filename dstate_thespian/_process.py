@@ -24,7 +24,6 @@ its own multiprocTCPBase actor system:
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -51,8 +50,6 @@ from ._runtime import ThespianRuntime
 from ._thespian import failure_detection_bound
 
 __all__ = ["NodeHandle", "ThespianNodeOptions", "ThespianNodeProcess"]
-
-_log = logging.getLogger("dstate.thespian.node")
 
 
 @dataclass(frozen=True)
@@ -94,7 +91,7 @@ class ThespianNodeProcess(NodeProcess):
             opts.admin_port, self._run_dir, "admin port", "--admin-port", "actor system"
         )
         if note:
-            _log.warning("%s", note)
+            self._log.warning("%s", note)
         member = not opts.leader and opts.convention is not None
         if member and not wait_reachable(
             str(opts.convention), opts.join_timeout, self.stop_requested
@@ -133,7 +130,7 @@ class ThespianNodeProcess(NodeProcess):
         try:
             record.write(self._record_path)
         except OSError as exc:
-            _log.warning("cannot write the run record %s: %s", self._record_path, exc)
+            self._log.warning("cannot write the run record %s: %s", self._record_path, exc)
 
     def runtime_status(self) -> dict[str, Any]:
         """Leader, convention, ports, incarnation, pids, peers and traffic counters."""
@@ -163,7 +160,7 @@ class ThespianNodeProcess(NodeProcess):
             self.runtime.shutdown()
             left = self.runtime.alive_pids()
             if left:  # pragma: no cover (shutdown kills stragglers)
-                _log.warning("processes %s outlived the shutdown", left)
+                self._log.warning("processes %s outlived the shutdown", left)
         record = RunRecord.read(self._record_path)
         if record is not None and record.pid == os.getpid():
             with contextlib.suppress(OSError):

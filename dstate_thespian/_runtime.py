@@ -190,9 +190,8 @@ class ThespianRuntime(ParcelRuntime):
             expect = self._convention.join(self._node_id, self._inc, self._gateway)
         if wait > 0 and not self._wait_joined(wait, expect, cancel):
             where = "" if self._system is None else f" at {self._system.convention_address}"
-            _log.warning(
-                "node %r: not yet admitted by the cluster%s within %g s; it keeps trying",
-                self._node_id,
+            self._log.warning(
+                "not yet admitted by the cluster%s within %g s; it keeps trying",
                 where,
                 wait,
             )

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
+from .._logs import NodeLog
 from .._ratelimit import RateLimitedLog
 from ..model._clock import Clock
 from ..model._config import StateConfig
@@ -76,8 +77,6 @@ __all__ = ["DEFAULT_MAX_CLOCK_SKEW", "Mutation", "ShardEngine"]
 DEFAULT_MAX_CLOCK_SKEW = 300.0
 
 S = TypeVar("S", bound=DistributedState)
-
-log = logging.getLogger("dstate.engine")
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,14 +166,14 @@ class ShardEngine(Generic[S]):
         self._publisher = Publisher(
             self._kind, config.sync_strategy, node_id, codec, self._metrics, clock
         )
-        self._rate_log = RateLimitedLog(log, clock)
+        self._log = NodeLog("dstate.engine", node_id, self.name)
+        self._rate_log = RateLimitedLog(self._log, clock)
         self._loaded = False
         if self._kind.custom_urgency and not config.sync_strategy.has_fallback:
-            log.warning(
-                "state %r overrides sync_urgency but its strategy has no fallback (push mode "
-                "NONE, no periodic sync, no pull on query): DEFAULT and SUPPRESS changes "
-                "will never reach peers",
-                self.name,
+            self._log.warning(
+                "the state overrides sync_urgency but its strategy has no fallback (push "
+                "mode NONE, no periodic sync, no pull on query): DEFAULT and SUPPRESS "
+                "changes will never reach peers"
             )
 
     @property
@@ -353,8 +352,7 @@ class ShardEngine(Generic[S]):
             self._rate_log.log(
                 logging.ERROR,
                 ("encode", self.name),
-                "state %r: cannot send the own state at generation %s: %s",
-                self.name,
+                "cannot send the own state at generation %s: %s",
                 self.own.generation,
                 exc,
             )
@@ -381,7 +379,7 @@ class ShardEngine(Generic[S]):
         old = self._views.remove(node)
         self._statuses.discard(node)
         self._receiver.forget(node)
-        log.info("state %r: peer %r left; its view is removed", self.name, node)
+        self._log.info("peer %r left; its view is removed", node, peer=node)
         actions = self._pulls.forget(node)
         if old is not None:
             actions.append(NotifyView(node, old, None))

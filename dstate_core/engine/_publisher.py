@@ -16,7 +16,6 @@ encodes everything and changes nothing; :meth:`commit` records it.
 from __future__ import annotations
 
 import enum
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,8 +40,6 @@ from ._actions import (
 from ._kinds import StateKind
 
 __all__ = ["Publisher", "SendPlan"]
-
-log = logging.getLogger("dstate.engine")
 
 
 class _Step(enum.Enum):

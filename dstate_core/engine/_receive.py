@@ -21,10 +21,10 @@ update or sync undoes it (``docs/protocol.md#forged-generations``).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
 from typing import Any
 
+from .._logs import NodeLog
 from .._ratelimit import DropLog, RateLimitedLog
 from ..model._clock import Clock
 from ..model._config import VersionMismatchPolicy
@@ -39,8 +39,6 @@ from ._rules import Kind, Verdict, judge
 from ._views import ViewTable
 
 __all__ = ["Receiver"]
-
-log = logging.getLogger("dstate.engine")
 
 
 class Receiver:
@@ -91,6 +89,7 @@ class Receiver:
         self._last_payload: dict[str, tuple[Generation, bool, bytes]] = {}
         #: Peers whose view this replica asked its owner to confirm.
         self._doubted: set[str] = set()
+        log = NodeLog("dstate.engine", node_id, name)
         self._rate_log = RateLimitedLog(log, clock)
         self.drops = DropLog(log, clock)
 
@@ -101,11 +100,11 @@ class Receiver:
         self.drops.drop(
             reason,
             source,
-            "state %r: dropped a message from %r (%s): %s",
-            self._name,
+            "dropped a message from %r (%s): %s",
             source,
             reason,
             detail,
+            peer=source,
         )
 
     def admit(self, source: str, generation: Generation) -> bool:
@@ -353,24 +352,24 @@ class Receiver:
             self._statuses.of(source).failed(now, reason)
             self._rate_log.warning(
                 ("malformed", source),
-                "state %r: kept the view of peer %r: its update could not be read: %s",
-                self._name,
+                "kept the view of peer %r: its update could not be read: %s",
                 source,
                 bad.detail,
+                peer=source,
             )
             return reason
         reason = f"unreadable wire version {bad.unknown_version}: {bad.detail}"
         self._statuses.of(source).failed(now, reason)
         self._rate_log.warning(
             ("version", source),
-            "state %r: peer %r sent wire version %s, which this node cannot read (%s); %s",
-            self._name,
+            "peer %r sent wire version %s, which this node cannot read (%s); %s",
             source,
             bad.unknown_version,
             bad.detail,
             "its view is dropped until a readable update arrives"
             if self._drop_views
             else "its last good view is kept",
+            peer=source,
         )
         if self._drop_views:
             old = self._views.remove(source)

@@ -30,11 +30,11 @@ randomness from the ``random.Random`` it is given.
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Sequence
 from dataclasses import replace
 
+from .._logs import NodeLog
 from ..model._clock import Clock
 from ._gossip import GossipQueue, Tombstones, notice_fanout
 from ._messages import Gossip, MemberMsg, MsgKind, Peer, PeerStatus
@@ -57,8 +57,6 @@ __all__ = [
     "MembershipOutput",
     "Send",
 ]
-
-_log = logging.getLogger("dstate.net")
 
 
 class Membership:
@@ -83,6 +81,7 @@ class Membership:
         rng: random.Random,
     ) -> None:
         self.me = me
+        self._log = NodeLog("dstate.net", me.node)
         self.config = config
         self._seeds = [s for s in seeds if s != me.addr]
         self._clock = clock
@@ -272,7 +271,9 @@ class Membership:
             self._out.append(JoinRefused(msg.reason or "refused", msg.src.addr))
 
     def _refuse(self, joiner: Peer, reason: str) -> None:
-        _log.warning("node %r refused %r at %s: %s", self.me.node, joiner.node, joiner.addr, reason)
+        self._log.warning(
+            "refused %r at %s: %s", joiner.node, joiner.addr, reason, peer=joiner.node
+        )
         self._send(joiner.addr, MsgKind.REFUSE, reason=reason)
 
     # -- evidence and rumours ---------------------------------------------------------
@@ -334,11 +335,11 @@ class Membership:
         probe = self._probes.get(teller.node)
         if version >= self.me.version:
             self.me = replace(self.me, version=version + 1)
-            _log.warning(
-                "node %r was declared left by %r; rejoining as version %d",
-                self.me.node,
+            self._log.warning(
+                "declared left by %r; rejoining as version %d",
                 teller.node,
                 self.me.version,
+                peer=teller.node,
             )
             self._gossip.add(Gossip(PeerStatus.ALIVE, self.me))
             # What peers sent while this process was out never came: re-announce them all.
@@ -418,7 +419,7 @@ class Membership:
         Silence during this process's own pause says nothing about the peers.
         """
         if now - self._last_tick > max(3 * self.config.round_interval, self.config.probe_timeout):
-            _log.info("node %r was paused for %.1f s", self.me.node, now - self._last_tick)
+            self._log.info("paused for %.1f s", now - self._last_tick)
             for probe in self._probes.values():
                 probe.restart(now)
                 self._timers.add(probe, self.config)

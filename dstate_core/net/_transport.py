@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import zmq
 
+from .._logs import NodeLog
 from .._ratelimit import DropLog
 from ..model._clock import SystemClock
 from ..model._errors import DStateError
@@ -54,8 +55,6 @@ from ._settings import DEFAULT_MAX_MESSAGE_BYTES, check_settings, reachable_host
 from ._sockets import Sockets, frame_peer_address, frame_user_id
 
 __all__ = ["JoinRefusedError", "NetworkSink", "TcpNetwork"]
-
-_log = logging.getLogger("dstate.net")
 
 #: Handshake failures with every seed (and no success) that make a node give up.
 _REFUSALS_TO_GIVE_UP = 3
@@ -128,7 +127,8 @@ class TcpNetwork:
             max_message_bytes,
             certificates,
         )
-        self.rejected = DropLog(_log, SystemClock())
+        self._log = NodeLog("dstate.net", settings.node_id)
+        self.rejected = DropLog(self._log, SystemClock())
         # With certificate files a connection's key proves its node: frames must agree.
         self._identified = any(settings.members.values()) if settings.members else False
         self._sockets = Sockets(settings, self._on_zap)
@@ -311,7 +311,7 @@ class TcpNetwork:
             if self._refused is None:
                 self._apply(engine.leave())
         except Exception:
-            _log.exception("node %r: the network thread failed", self.node_id)
+            self._log.exception("the network thread failed")
         finally:
             self._stopping = True
             with self._lock:  # a closed network has no members but itself
@@ -404,14 +404,14 @@ class TcpNetwork:
             self._sockets.router.send_multipart([sender_id.bytes, answer], zmq.NOBLOCK)
 
     def _member_up(self, peer: Peer) -> None:
-        _log.info("node %r: %r joined (%s)", self.node_id, peer.node, peer.addr)
+        self._log.info("%r joined (%s)", peer.node, peer.addr, peer=peer.node)
         with self._lock:
             self._routes[peer.node] = peer.addr
             self._view[peer.node] = peer.inc
         self._publish_view()
 
     def _member_down(self, peer: Peer, reason: str) -> None:
-        _log.info("node %r: %r left (%s)", self.node_id, peer.node, reason)
+        self._log.info("%r left (%s)", peer.node, reason, peer=peer.node)
         with self._lock:
             self._routes.pop(peer.node, None)
             self._view.pop(peer.node, None)
@@ -460,7 +460,7 @@ class TcpNetwork:
 
     def _give_up(self, reason: str) -> None:
         # Raised as JoinRefusedError to whoever waits for the join: logged quietly here.
-        _log.info("node %r: %s", self.node_id, reason)
+        self._log.info("%s", reason)
         self._refused = reason
         self._stopping = True
         self._joined.set()
@@ -473,11 +473,11 @@ class TcpNetwork:
         self.rejected.drop(
             reason,
             source or "unknown",
-            "node %r rejected input from %s: %s",
-            self.node_id,
+            "rejected input from %s: %s",
             source or "an unknown peer",
             reason,
             level=level,
+            peer=source,  # a node id, or the address of a connection not yet identified
         )
 
     def _send(self, addr: str, frame: bytes) -> None:

@@ -10,9 +10,9 @@ record is never overwritten.
 
 from __future__ import annotations
 
-import logging
 from typing import Any, TypeVar
 
+from .._logs import AnyLogger
 from ..model._clock import Clock
 from ..model._errors import ForeignRecordError, MutationError, NewerRecordError, PersistError
 from ..model._generation import Generation, IncarnationSource, StateObject
@@ -23,23 +23,23 @@ __all__ = ["load_or_fresh", "save_or_raise"]
 
 S = TypeVar("S", bound=DistributedState)
 
-log = logging.getLogger("dstate.persistence")
-
 
 def load_or_fresh(
     state_type: type[S],
     store: StatePersistence | None,
     clock: Clock,
     incarnations: IncarnationSource,
+    log: AnyLogger,
 ) -> StateObject[S]:
     """The own state at registration: loaded from ``store`` or fresh.
+
+    ``log`` gets the outcome (the node's logger for the state).
 
     Raises:
         TypeError: a fresh state is needed and ``state_type()`` cannot be built.
         ForeignRecordError: the store holds another state's record.
         NewerRecordError: the stored record is newer than ``state_type`` reads.
     """
-    name = state_type.NAME
     if store is not None:
         try:
             loaded = store.load()
@@ -47,7 +47,7 @@ def load_or_fresh(
                 # Even if the record cannot be rebuilt, a fresh start must move past it.
                 incarnations.observe(loaded.generation.incarnation)
                 value = state_type.from_storage(loaded.value, loaded.storage_version)
-                log.info("state %r: resumed at generation %s", name, loaded.generation)
+                log.info("resumed at generation %s", loaded.generation)
                 return StateObject(
                     loaded.generation,
                     state_type.STORAGE_VERSION,
@@ -63,9 +63,8 @@ def load_or_fresh(
             ) from None
         except Exception as exc:
             log.warning(
-                "state %r: could not load the persisted state (%s: %s); starting fresh with "
-                "a new incarnation",
-                name,
+                "could not load the persisted state (%s: %s); starting fresh with a new "
+                "incarnation",
                 type(exc).__name__,
                 exc,
             )
@@ -78,7 +77,7 @@ def load_or_fresh(
         ) from exc
     wall = clock.wall_ms()
     generation = Generation(incarnations.fresh(wall), 0)
-    log.info("state %r: fresh start at generation %s", name, generation)
+    log.info("fresh start at generation %s", generation)
     return StateObject(generation, state_type.STORAGE_VERSION, value, wall, wall)
 
 

@@ -33,7 +33,6 @@ channel until it is done. Events come from other threads, a whole line at a time
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -41,14 +40,13 @@ from typing import Any, TextIO
 
 from pydantic import BaseModel
 
+from .._logs import NodeLog
 from ..model._generation import Generation, StateViewObject
 from ..model._state import DeltaDistributedState
 from ..shell._node import DStateNode
 from ..shell._shard import Shard, Subscription
 
 __all__ = ["Controller", "Emitter", "generation_json", "serve_lines", "view_json"]
-
-_log = logging.getLogger("dstate.node.control")
 
 #: How long ``wait`` waits unless told, and its polling period.
 WAIT_TIMEOUT = 10.0
@@ -136,6 +134,7 @@ class Controller:
         on_shutdown: Callable[[], None],
     ) -> None:
         self._node = node
+        self._log = NodeLog("dstate.node.control", node.node_id)
         self._emitter = emitter
         self._status = status
         self._on_shutdown = on_shutdown
@@ -191,7 +190,7 @@ class Controller:
         except CommandError as exc:
             return {**head, "ok": False, "error": str(exc)}
         except Exception as exc:
-            _log.debug("control command %r failed", cmd, exc_info=True)
+            self._log.debug("control command %r failed", cmd, exc_info=True)
             return {**head, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
     def close(self) -> None:

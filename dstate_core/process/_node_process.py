@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any, TextIO
 
+from .._logs import NodeLog
 from ..model._config import ChangeFeedConfig, StateConfig
 from ..model._errors import DStateError
 from ..model._persistence import StatePersistence
@@ -47,8 +48,6 @@ from ._control import Controller, Emitter, generation_json, serve_lines
 from ._options import STRATEGIES, CliError, NodeOptions, StateSpec
 
 __all__ = ["NodeProcess", "run_node_command", "state_file_name"]
-
-_log = logging.getLogger("dstate.node")
 
 #: How long a node process waits for its members' views before it says ``ready`` anyway.
 READY_WAIT = 10.0
@@ -75,6 +74,7 @@ class NodeProcess:
 
     def __init__(self, options: NodeOptions, out: TextIO) -> None:
         self.options = options
+        self._log = NodeLog("dstate.node", options.node_id)
         self.emitter = Emitter(out)
         self.runtime: ActorRuntime | None = None
         self.node: DStateNode | None = None
@@ -157,9 +157,8 @@ class NodeProcess:
         """``ready`` goes out once the node holds every member's views (or after a while)."""
         ready = node.wait_ready(READY_WAIT, cancel=self.stop_requested)
         if not ready and not self.stop_requested.is_set():
-            _log.warning(
-                "node %r: not every member's views arrived within %g s; ready anyway",
-                self.options.node_id,
+            self._log.warning(
+                "not every member's views arrived within %g s; ready anyway",
                 READY_WAIT,
             )
 
@@ -230,7 +229,7 @@ class NodeProcess:
         return self._stopped()
 
     def _stopped(self) -> int:
-        _log.info("node %r stopping: %s", self.options.node_id, self._why)
+        self._log.info("stopping: %s", self._why)
         self.emitter.event("stopping", reason=self._why)
         self._stop_node()
         self.emitter.event("stopped")
@@ -241,7 +240,7 @@ class NodeProcess:
         try:
             serve_lines(stdin, self._controller)
         except (OSError, ValueError) as exc:
-            _log.warning("the control channel failed: %s", exc)
+            self._log.warning("the control channel failed: %s", exc)
         if self.options.exit_on_eof:
             self.request_stop("stdin closed")
 

@@ -14,6 +14,7 @@ writing them again:
 * :class:`ParcelRuntime`, with :class:`RemoteTraffic`, :class:`Directory` and
   :class:`Parcel`: a runtime whose nodes live in separate processes, whatever
   transport carries their parcels;
+* :class:`NodeLog`: a logger whose records name their node (and state, peer);
 * :class:`FaultModel`: partitions, link faults and the failure-detection delay
   that the test clusters drive.
 
@@ -22,6 +23,7 @@ and the conformance suite in :mod:`dstate_core.testing.conformance` checks any
 runtime against the contract (``docs/architecture.md#runtimes``).
 """
 
+from .._logs import NodeLog
 from .._ratelimit import DropLog, RateLimitedLog
 from ..model._errors import ActorSendError, NodeShutdownError
 from ._base import RuntimeBase
@@ -79,6 +81,7 @@ __all__ = [
     "LocalGroups",
     "NodeJoined",
     "NodeLeft",
+    "NodeLog",
     "NodeShutdownError",
     "Parcel",
     "ParcelKind",

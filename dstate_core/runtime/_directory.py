@@ -16,16 +16,14 @@ see its sender is sent again.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Iterable
 
+from .._logs import NodeLog
 from ._events import EventCallback, Subscribers
 from ._protocol import ClusterEvent, NodeJoined, NodeLeft, SubscriptionId
 
 __all__ = ["Directory"]
-
-_log = logging.getLogger("dstate.runtime")
 
 
 class Directory:
@@ -41,6 +39,7 @@ class Directory:
 
     def __init__(self, node_id: str) -> None:
         self._node_id = node_id
+        self._log = NodeLog("dstate.runtime", node_id)
         self._state = threading.Condition(threading.Lock())
         self._events = threading.RLock()
         self._view: dict[str, str] = {}
@@ -167,5 +166,5 @@ class Directory:
 
     def _emit(self, events: list[ClusterEvent]) -> None:
         for event in events:
-            _log.info("node %r: %r", self._node_id, event)
+            self._log.info("%r", event, peer=event.node_id)
             self._subscribers.emit(event)

@@ -10,16 +10,14 @@ members first).
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 from typing import Protocol
 
+from .._logs import NodeLog
 from ._protocol import ClusterEvent, SubscriptionId
 
 __all__ = ["ClusterEventSource", "ClusterEventsView", "EventCallback", "Subscribers"]
-
-_log = logging.getLogger("dstate.runtime")
 
 #: A cluster-event subscriber.
 EventCallback = Callable[[ClusterEvent], None]
@@ -37,6 +35,7 @@ class Subscribers:
 
     def __init__(self, node_id: str) -> None:
         self._node_id = node_id
+        self._log = NodeLog("dstate.runtime", node_id)
         self._lock = threading.Lock()
         self._callbacks: dict[int, EventCallback] = {}
         self._next_id = 1
@@ -74,7 +73,7 @@ class Subscribers:
         try:
             callback(event)
         except Exception:
-            _log.exception("cluster-event subscriber on node %r failed on %r", self._node_id, event)
+            self._log.exception("a cluster-event subscriber failed on %r", event)
 
 
 class ClusterEventSource(Protocol):

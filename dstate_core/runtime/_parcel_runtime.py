@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .._logs import NodeLog
 from ..model._errors import ActorSendError, NodeShutdownError
 from ._base import RuntimeBase
 from ._events import ClusterEventsView
@@ -41,7 +42,7 @@ class ParcelRuntime(RuntimeBase, SchedulerTimers):
 
     Args:
         node_id: unique in the cluster (``"*"`` is reserved).
-        log: where actor failures are logged.
+        log: where actor failures are logged (its records name this node).
         faults: a test cluster's fault model: data from a node it separates
             from this one is dropped (membership traffic passes).
 
@@ -52,10 +53,10 @@ class ParcelRuntime(RuntimeBase, SchedulerTimers):
 
     def __init__(self, node_id: str, log: logging.Logger, faults: FaultModel | None = None) -> None:
         super().__init__(node_id, reserved=(ALL_PEERS,))
-        self._log = log
+        self._log = NodeLog(log.name, node_id)
         self._inc = uuid.uuid4().hex
         self._lock = threading.RLock()
-        self._actors = ThreadedActorHost(node_id, log)
+        self._actors = ThreadedActorHost(node_id, self._log)
         self._scheduler = TimerScheduler(node_id)
         self._groups: LocalGroups[ThreadedActor] = LocalGroups()
         self.remote = RemoteTraffic(node_id, self._inc, self._post, self, faults)

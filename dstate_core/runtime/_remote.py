@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
+from .._logs import NodeLog
 from .._ratelimit import DropLog
 from ..model._clock import SystemClock
 from ..model._errors import DStateError, NodeShutdownError
@@ -41,8 +42,6 @@ __all__ = [
 
 #: How long a node serves an ask from another node before giving up.
 REMOTE_ASK_LIMIT = 60.0
-
-_log = logging.getLogger("dstate.runtime")
 
 
 class RemoteAskError(DStateError):
@@ -115,7 +114,7 @@ class RemoteTraffic:
         self._closed = False
         self._sent = self._bytes = 0
         self.directory = Directory(node_id)
-        self.drops = DropLog(_log, SystemClock())
+        self.drops = DropLog(NodeLog("dstate.runtime", node_id), SystemClock())
 
     @property
     def node_id(self) -> str:
@@ -311,13 +310,13 @@ class RemoteTraffic:
         self.drops.drop(
             why,
             parcel.src,
-            "node %r dropped a %r parcel from %r for %r: %s",
-            self._node_id,
+            "dropped a %r parcel from %r for %r: %s",
             parcel.kind,
             parcel.src,
             parcel.name,
             why,
             level=logging.INFO if why == "not a member" else logging.DEBUG,
+            peer=parcel.src,
         )
 
     def close(self) -> None:

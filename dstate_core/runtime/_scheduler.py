@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from .._logs import NodeLog
 from ..model._errors import ActorSendError, NodeShutdownError
 from ._protocol import ActorRef, check_positive_seconds
 
 __all__ = ["ScheduledTimer", "SchedulerTimers", "TimerScheduler"]
-
-_log = logging.getLogger("dstate.timers")
 
 #: How long ``close()`` waits for the scheduler thread to exit.
 _JOIN_TIMEOUT = 0.5
@@ -77,6 +75,7 @@ class TimerScheduler:
 
     def __init__(self, name: str) -> None:
         self._name = name
+        self._log = NodeLog("dstate.timers", name)
         self._cond = threading.Condition(threading.Lock())
         self._heap: list[tuple[float, int, ScheduledTimer]] = []
         self._seq = itertools.count()
@@ -176,7 +175,7 @@ class TimerScheduler:
                 if timer._interval is not None:
                     self._cancelled_in_heap += 1
         except Exception:
-            _log.exception("timer of runtime %r failed to deliver its message", self._name)
+            self._log.exception("a timer failed to deliver its message")
         if timer._interval is None:
             timer._cancelled = True
 

@@ -14,13 +14,13 @@ only for the traffic between nodes.
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from .._logs import AnyLogger, NodeLog
 from ..model._errors import ActorSendError
 from ._protocol import ActorAskTimeout, Handler, PendingReply, check_positive_seconds
 
@@ -71,7 +71,7 @@ class ThreadedActor:
         name: str,
         handler: Handler,
         owner: str,
-        log: logging.Logger,
+        log: AnyLogger,
         on_stop: Callable[[ThreadedActor], None] | None = None,
     ) -> None:
         self.name = name
@@ -214,14 +214,14 @@ class ThreadedActorHost:
 
     Args:
         owner: the node id (thread names, log records).
-        log: the logger for handler failures (default ``dstate.actors``).
+        log: the logger for handler failures (default ``dstate.actors``, naming the node).
 
     Concurrency: thread-safe. A name is free again once its actor was stopped.
     """
 
-    def __init__(self, owner: str, log: logging.Logger | None = None) -> None:
+    def __init__(self, owner: str, log: AnyLogger | None = None) -> None:
         self._owner = owner
-        self._log = log or logging.getLogger("dstate.actors")
+        self._log = log or NodeLog("dstate.actors", owner)
         self._lock = threading.Lock()
         self._actors: dict[str, ThreadedActor] = {}
         self._closed = False

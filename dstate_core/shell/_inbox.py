@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Container
 
+from .._logs import NodeLog
 from .._ratelimit import DropLog
 from ..engine._events import ChangeAnnounced, MessageReceived
 from ..model._clock import Clock
@@ -20,8 +21,6 @@ from ..wire._codec import WireCodec, WireDecodeError
 from ..wire._messages import BatchedChangeFeed, SnapshotReply
 
 __all__ = ["InboundRouter", "Routed"]
-
-log = logging.getLogger("dstate.wire")
 
 #: (state name, event for that state's shard)
 Routed = tuple[str, MessageReceived | ChangeAnnounced]
@@ -37,7 +36,7 @@ class InboundRouter:
     def __init__(self, node_id: str, codec: WireCodec, clock: Clock) -> None:
         self._node_id = node_id
         self._codec = codec
-        self._drops = DropLog(log, clock)
+        self._drops = DropLog(NodeLog("dstate.wire", node_id), clock)
         self.bytes_received = 0
 
     @property
@@ -45,19 +44,19 @@ class InboundRouter:
         """Inbound messages dropped, by reason (a copy; any thread)."""
         return self._drops.counts()
 
-    def _drop(self, reason: str, sender: str, detail: str) -> None:
+    def _drop(self, reason: str, sender: str, detail: str, peer: str | None) -> None:
         # A state not registered (yet) here is normal while nodes start up, or in a
         # cluster whose nodes host different states: counted, but not a warning.
         level = logging.DEBUG if reason == "unknown_state" else logging.WARNING
         self._drops.drop(
             reason,
             sender,
-            "node %r dropped an inbound message from %s (%s): %s",
-            self._node_id,
+            "dropped an inbound message from %s (%s): %s",
             sender,
             reason,
             detail,
             level=level,
+            peer=peer,
         )
 
     def route(self, data: object, registered: Container[str]) -> list[Routed]:
@@ -69,7 +68,7 @@ class InboundRouter:
         except WireDecodeError as exc:
             claimed = exc.claimed_source
             sender = "an unidentified sender" if claimed is None else f"{claimed!r} (unverified)"
-            self._drop(exc.reason.value, sender, exc.detail)
+            self._drop(exc.reason.value, sender, exc.detail, claimed)
             return []
         if isinstance(message, BatchedChangeFeed):
             routed: list[Routed] = []
@@ -79,6 +78,7 @@ class InboundRouter:
                         "forged",
                         repr(message.source_node),
                         f"its feed announces changes of node {note.source_node!r}",
+                        message.source_node,
                     )
                 elif note.state_name in registered:
                     routed.append((note.state_name, ChangeAnnounced(note)))
@@ -89,6 +89,7 @@ class InboundRouter:
                 "unknown_state",
                 repr(target.source_node),
                 f"state {target.state_name!r} is not registered on this node",
+                target.source_node,
             )
             return []
         return [(target.state_name, MessageReceived(message))]

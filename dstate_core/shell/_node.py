@@ -9,7 +9,6 @@ by the inbox and routed to the shard of their state.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import threading
@@ -17,6 +16,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
+from .._logs import NodeLog
 from ..engine._actions import Action, Broadcast, StartTimer
 from ..engine._engine import DEFAULT_MAX_CLOCK_SKEW, ShardEngine
 from ..engine._events import PeerJoined, PeerLeft
@@ -56,8 +56,6 @@ S = TypeVar("S", bound=DistributedState)
 
 #: The cluster-wide group every node's inbox joins.
 INBOX_GROUP = "dstate.inbox"
-
-log = logging.getLogger("dstate.node")
 
 
 class _FeedTick:
@@ -122,6 +120,7 @@ class DStateNode:
                 f"max_clock_skew must be a finite number of seconds >= 0, got {max_clock_skew!r}"
             )
         self._max_clock_skew = float(max_clock_skew)
+        self._log = NodeLog("dstate.node", node_id)
         self.runtime = runtime
         self.node_id: str = node_id
         self.clock: Clock = clock or SystemClock()
@@ -193,13 +192,18 @@ class DStateNode:
                 self._codec,
                 max_clock_skew=self._max_clock_skew,
             )
-            own = load_or_fresh(state_type, store, self.clock, self._incarnations)
+            own = load_or_fresh(
+                state_type,
+                store,
+                self.clock,
+                self._incarnations,
+                self._log.for_state(state_type.NAME, "dstate.persistence"),
+            )
             shard = Shard(self, engine, own, self._ask_timeout)
             self._shards[state_type.NAME] = shard
             shard._start(tuple(sorted(self._members)))
-        log.info(
-            "node %r registered state %r at generation %s",
-            self.node_id,
+        self._log.info(
+            "registered state %r at generation %s",
             state_type.NAME,
             engine.own.generation,
         )
@@ -308,12 +312,12 @@ class DStateNode:
         try:
             self.runtime.leave_group(INBOX_GROUP, self._inbox)
         except Exception:  # the runtime may already be down
-            log.debug("node %r: leaving the inbox group failed", self.node_id, exc_info=True)
+            self._log.debug("leaving the inbox group failed", exc_info=True)
         self._inbox.stop()
         self._feed_ref.stop()
         if callable(self._answer_status):
             self._answer_status(None)
-        log.info("node %r shut down", self.node_id)
+        self._log.info("shut down")
 
     @property
     def closed(self) -> bool:
@@ -337,7 +341,7 @@ class DStateNode:
         try:
             self.runtime.broadcast_group(INBOX_GROUP, data)
         except Exception as exc:
-            log.warning("node %r: a broadcast failed: %s", self.node_id, exc)
+            self._log.warning("a broadcast failed: %s", exc)
 
     def _send_to(self, node_id: str, data: bytes) -> None:
         """Send bytes to one peer's inbox (dropped if it is not reachable)."""
@@ -345,7 +349,7 @@ class DStateNode:
         if ref is None:
             ref = self._find_inbox(node_id)
             if ref is None:
-                log.debug("node %r: no inbox of %r to send to", self.node_id, node_id)
+                self._log.debug("no inbox of %r to send to", node_id, peer=node_id)
                 return
         try:
             ref.send(data)
@@ -364,7 +368,7 @@ class DStateNode:
         try:
             self._feed_ref.send(note)
         except ActorSendError:
-            log.debug("node %r: the feed is stopped", self.node_id)
+            self._log.debug("the feed is stopped")
 
     def _feed_batches_for(self, state_name: str) -> int:
         """How many feed batches carried ``state_name``."""
@@ -388,7 +392,7 @@ class DStateNode:
         with self._lock:
             if node_id in self._members or self._find_inbox(node_id) is None:
                 return
-            log.info("node %r: %r is live again; re-adding it", self.node_id, node_id)
+            self._log.info("%r is live again; re-adding it", node_id, peer=node_id)
             self._members.add(node_id)
             for shard in self._shards.values():
                 shard._deliver(PeerJoined(node_id))
@@ -423,10 +427,10 @@ class DStateNode:
                 if self._find_inbox(event.node_id) is not None:
                     # A late NodeLeft: the node crashed and is already back (its new
                     # inbox is in the group). Removing its views now would leave a hole.
-                    log.info(
-                        "node %r: ignored a late NodeLeft of %r, which has re-joined",
-                        self.node_id,
+                    self._log.info(
+                        "ignored a late NodeLeft of %r, which has re-joined",
                         event.node_id,
+                        peer=event.node_id,
                     )
                     return
                 self._members.discard(event.node_id)

@@ -10,13 +10,13 @@ actor carries the engine's actions out on the runtime.
 from __future__ import annotations
 
 import itertools
-import logging
 import math
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any, Generic, Literal, TypeVar, overload
 
+from .._logs import NodeLog
 from ..engine._actions import (
     Action,
     AnnounceChange,
@@ -49,8 +49,6 @@ R = TypeVar("R")
 Projection = Callable[[Mapping[str, StateViewObject[Any]]], R]
 #: A ``subscribe`` callback: ``(node_id, old, new)``; ``None`` means absent.
 ViewCallback = Callable[[str, StateViewObject[Any] | None, StateViewObject[Any] | None], None]
-
-log = logging.getLogger("dstate.shard")
 
 
 class Subscription:
@@ -88,6 +86,7 @@ class Shard(Generic[S]):
         self._ask_timeout = ask_timeout
         self.name = engine.name
         self.state_type: type[S] = engine.state_type
+        self._log = NodeLog("dstate.shard", engine.node_id, self.name)
         self._timers: dict[TimerKey, tuple[int, TimerHandle]] = {}
         self._tokens = itertools.count(1)
         self._query_ids = itertools.count(1)
@@ -355,7 +354,7 @@ class Shard(Generic[S]):
         try:
             self._ref.send(msg)
         except ActorSendError:
-            log.debug("state %r: dropped %r, the shard is stopped", self.name, msg)
+            self._log.debug("dropped %r, the shard is stopped", msg)
 
     # -- the actor ----------------------------------------------------------------
 
@@ -459,9 +458,9 @@ class Shard(Generic[S]):
             try:
                 subscription.callback(action.node_id, action.old, action.new)
             except Exception:
-                log.exception(
-                    "state %r: a subscriber callback raised for the view of %r (generation %s)",
-                    self.name,
+                self._log.exception(
+                    "a subscriber callback raised for the view of %r (generation %s)",
                     action.node_id,
                     action.new.generation if action.new else None,
+                    peer=action.node_id,
                 )

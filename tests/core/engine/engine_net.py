@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dstate_core._logs import NodeLog
 from dstate_core.engine import FEED_FLUSH, ShardEngine, StateLoaded, TimerKey
 from dstate_core.engine._actions import (
     Action,
@@ -51,7 +52,8 @@ def start_engine(
 ) -> tuple[ShardEngine[Any], list[Action]]:
     """An engine with its own state loaded as the shell does it; the load's actions."""
     engine: ShardEngine[Any] = ShardEngine(state_type, config, node_id, clock, codec)
-    own = load_or_fresh(state_type, config.persistence, clock, source or IncarnationSource())
+    log = NodeLog("dstate.persistence", node_id, state_type.NAME)
+    own = load_or_fresh(state_type, config.persistence, clock, source or IncarnationSource(), log)
     return engine, engine.handle(StateLoaded(own))
 
 
