@@ -33,6 +33,9 @@ class PushMode(enum.Enum):
     #: Send nothing on mutation (rely on periodic sync or pull on query).
     NONE = "none"
 
+    def __str__(self) -> str:
+        return self.name
+
 
 class VersionMismatchPolicy(enum.Enum):
     """What a replica does with a message in a wire version it cannot read."""
@@ -41,6 +44,9 @@ class VersionMismatchPolicy(enum.Enum):
     KEEP_STALE = "keep_stale"
     #: Remove that peer's view until a readable message arrives.
     DROP_AND_WAIT = "drop_and_wait"
+
+    def __str__(self) -> str:
+        return self.name
 
 
 def _positive_seconds(owner: str, name: str, value: object, *, allow_inf: bool = False) -> float:

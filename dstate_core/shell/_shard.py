@@ -51,6 +51,13 @@ Projection = Callable[[Mapping[str, StateViewObject[Any]]], R]
 ViewCallback = Callable[[str, StateViewObject[Any] | None, StateViewObject[Any] | None], None]
 
 
+def _not_a_projection(projection: object) -> TypeError:
+    return TypeError(
+        "query() takes a projection: a function of the views, e.g. "
+        f"lambda views: sum(v.value.count for v in views.values()); got {projection!r}"
+    )
+
+
 class Subscription:
     """A registered ``subscribe`` callback; :meth:`cancel` stops it (idempotent)."""
 
@@ -58,6 +65,10 @@ class Subscription:
         self._shard = shard
         self.callback = callback
         self.active = True
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "cancelled"
+        return f"Subscription({self._shard.name!r}, {self.callback!r}, {state})"
 
     def cancel(self) -> None:
         """Stop calling the callback."""
@@ -227,10 +238,17 @@ class Shard(Generic[S]):
         if on_stale != "raise" and on_stale != "return":
             raise ValueError(f"on_stale must be 'raise' or 'return', got {on_stale!r}")
         published = self._table.published
-        if published.pending == 0 and self._now() - published.oldest_synced_at <= bound:
-            return projection(published.views)
-        if bound == math.inf:
-            return projection(published.views)
+        if (
+            published.pending == 0 and self._now() - published.oldest_synced_at <= bound
+        ) or bound == math.inf:
+            try:
+                return projection(published.views)
+            except TypeError:
+                if not callable(projection):  # checked only here: the fast path stays fast
+                    raise _not_a_projection(projection) from None
+                raise
+        if not callable(projection):
+            raise _not_a_projection(projection)
         self._check_open()
         try:
             failures = self._refresh(bound)

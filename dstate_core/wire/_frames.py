@@ -104,6 +104,9 @@ class DecodeReason(enum.Enum):
     #: Missing or wrong HMAC tag while a cluster secret is set.
     UNAUTHENTICATED = "unauthenticated"
 
+    def __str__(self) -> str:
+        return self.name
+
 
 class WireDecodeError(DStateError):
     """Peer bytes could not be turned into a message (the peer's fault).
