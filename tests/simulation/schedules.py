@@ -1,16 +1,20 @@
 """Seeded random schedules over the deterministic cluster, with invariants checked at each step.
 
-One schedule = one seed: a 3-6 node cluster, one or two state types (simple
-or delta-aware), each with its own strategy, and a random sequence of
-mutations, time steps, faults, partitions, crashes, restarts (with and without
-persistence), leaves and joins. After every step:
+One schedule = one seed: a 3-6 node cluster, one or two state types (simple,
+delta-aware, or one in mid-upgrade between two wire versions), each with its
+own strategy, and a random sequence of mutations, time steps, faults,
+partitions, crashes, restarts (with and without persistence), leaves, joins
+and rolling upgrades (a node leaves and comes back on the next release,
+``upgrades.py``). After every step:
 
 * no replica's view of a peer ever moves to an older generation (within one
   lifetime of the observing node), so no departed incarnation reappears;
 * a node that left (cleanly, or crashed past the failure timeout) and has not
   come back is in no live node's view map;
 * a node restarted on its store resumes exactly the last mutation it
-  acknowledged (no acknowledged mutation is ever lost).
+  acknowledged (no acknowledged mutation is ever lost), across releases too;
+* during a careful rollout (every node on release 1 before any on release 2)
+  no node ever meets an update it cannot read.
 
 At the end the network is healed, and after periodic sync (where configured),
 one pull-on-query round and ``run_until_idle`` every live node's view of every
@@ -24,7 +28,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from dstate_core import Generation, StalePeerError, StateConfig, SyncStrategy
+from dstate_core import (
+    DeltaDistributedState,
+    Generation,
+    StalePeerError,
+    StateConfig,
+    SyncStrategy,
+    VersionMismatchPolicy,
+)
 from dstate_core.engine._pulls import PROBE_BACKOFF_CAP
 from dstate_core.testing import (
     DeterministicCluster,
@@ -36,6 +47,8 @@ from dstate_core.testing import (
 from dstate_core.wire._codec import WireCodec
 from dstate_core.wire._messages import FullSnapshot
 
+from .upgrades import RELEASES, PriceV1, amount_of, raise_price
+
 FAILURE_TIMEOUT = 3.0
 SYNC_INTERVAL = 2.0
 
@@ -45,7 +58,9 @@ STRATEGIES: dict[str, Callable[[], SyncStrategy]] = {
     "feed_with_periodic_sync": lambda: SyncStrategy.feed_with_periodic_sync(SYNC_INTERVAL),
     "periodic_only": lambda: SyncStrategy.periodic_only(SYNC_INTERVAL),
 }
-STATE_TYPES: list[type[Any]] = [TestState, TestDeltaState, UrgentDeltaState]
+#: ``PriceV1`` stands for the state in mid-upgrade: each node runs one of its releases.
+STATE_TYPES: list[type[Any]] = [TestState, TestDeltaState, UrgentDeltaState, PriceV1]
+UNREADABLE = "unreadable wire version"
 
 
 class InvariantViolation(AssertionError):
@@ -81,6 +96,10 @@ class Schedule:
         self.highest: dict[tuple[int, str, str], Generation] = {}
         #: The last mutation each node acknowledged, per state, while its store kept it.
         self.acked: dict[tuple[str, str], tuple[Generation, Any]] = {}
+        #: The release of the upgrading state each node runs, and how the rollout goes.
+        self.release = dict.fromkeys(self.node_ids, 0)
+        self.careless = rng.random() < 0.25
+        self.policy = rng.choice(list(VersionMismatchPolicy))
 
     # -- set-up -------------------------------------------------------------------
 
@@ -90,7 +109,24 @@ class Schedule:
             persistence=self.stores[node, self.state_type.NAME] if self.persistent[node] else None,
             pull_timeout=0.5,
             default_staleness=5.0,
+            version_mismatch_policy=self.policy,
         )
+
+    @property
+    def upgrading(self) -> bool:
+        return any(kind is PriceV1 for kind, _ in self.kinds)
+
+    def class_of(self, node: str) -> type[Any]:
+        """The class ``node`` runs for the current kind (its release, when upgrading)."""
+        if self.state_type is PriceV1:
+            return RELEASES[self.release[node]]
+        return self.state_type
+
+    def same(self, a: Any, b: Any) -> bool:
+        """Equal values; across releases of the upgrading state, the same price."""
+        if self.state_type is PriceV1:
+            return amount_of(a) == amount_of(b)
+        return bool(a == b)
 
     def each_kind(self) -> Iterator[tuple[type[Any], str]]:
         """Make each kind the current one in turn (the last stays current)."""
@@ -100,7 +136,7 @@ class Schedule:
 
     def register(self, node: str) -> None:
         for _ in self.each_kind():
-            self.cluster.node(node).register(self.state_type, self.config(node))
+            self.cluster.node(node).register(self.class_of(node), self.config(node))
 
     def shard(self, node: str) -> Any:
         return self.cluster.node(node).lookup(self.state_type.NAME)
@@ -133,6 +169,10 @@ class Schedule:
     def one_mutation(self, node: str, shard: Any, block: bool) -> Any:
         rng = self.rng
         mode = "" if block else ", block=False"
+        if self.state_type is PriceV1:
+            amount = rng.randint(1, 9)
+            self.log.append(f"{node}.raise_price(+{amount}{mode})")
+            return shard.mutate(raise_price(amount), block=block)
         if self.state_type is TestState:
             amount = rng.randint(1, 9)
             self.log.append(f"{node}.mutate(+{amount}{mode})")
@@ -149,6 +189,12 @@ class Schedule:
         self.state_type, self.strategy_name = rng.choice(self.kinds)
         live = cluster.node_ids
         roll = rng.random()
+        if self.upgrading and live and rng.random() < 0.05:
+            node = rng.choice(live)
+            release = self.next_release(node)
+            if release is not None:
+                self.upgrade(node, release)
+                return
         if roll < 0.40 and live:
             self.mutate(rng.choice(live))
         elif roll < 0.55:
@@ -201,14 +247,7 @@ class Schedule:
             self.removed.discard(node)
             self.register(node)
             self.log.append(f"restart({node}, persistent={self.persistent[node]})")
-            for kind in self.each_kind():
-                acked = self.acked.get((node, kind[0].NAME))
-                own = self.shard(node).state
-                if acked is not None and (own.generation, own.value) != acked:
-                    self.fail(
-                        f"{node} acknowledged {acked[0]} {acked[1]!r} of {kind[0].NAME} but "
-                        f"resumed at {own.generation} {own.value!r}"
-                    )
+            self.check_resumed(node)
         elif roll < 0.95 and len(live) > 2:
             node = rng.choice(live)
             cluster.remove_node(node)
@@ -225,6 +264,39 @@ class Schedule:
             except StalePeerError as exc:
                 self.log.append(f"{node}.query({bound}) stale: {exc.node_id}")
 
+    def check_resumed(self, node: str) -> None:
+        """A node back on its store resumes the last mutation it acknowledged."""
+        for kind in self.each_kind():
+            acked = self.acked.get((node, kind[0].NAME))
+            own = self.shard(node).state
+            if acked is not None and (
+                own.generation != acked[0] or not self.same(own.value, acked[1])
+            ):
+                self.fail(
+                    f"{node} acknowledged {acked[0]} {acked[1]!r} of {kind[0].NAME} but "
+                    f"resumed at {own.generation} {own.value!r}"
+                )
+
+    def next_release(self, node: str) -> int | None:
+        """The release ``node`` may move to now (None: it may not move)."""
+        now = self.release[node]
+        if now == len(RELEASES) - 1:
+            return None
+        if self.careless:
+            return self.rng.randint(now + 1, len(RELEASES) - 1)
+        if now == 1 and any(r < 1 for r in self.release.values()):
+            return None  # release 2 writes what release 0 cannot read
+        return now + 1
+
+    def upgrade(self, node: str, release: int) -> None:
+        """A rolling upgrade of one node: it leaves, and comes back on ``release``."""
+        self.cluster.remove_node(node)
+        self.cluster.add_node(node)
+        self.release[node] = release
+        self.register(node)
+        self.log.append(f"upgrade({node}, release={release})")
+        self.check_resumed(node)
+
     def inject_garbage(self, dst: str) -> None:
         """Random bytes, or a well-formed snapshot from a node that is not a member."""
         rng = self.rng
@@ -238,9 +310,9 @@ class Schedule:
                 "intruder",
                 Generation(2**40, 1),
                 self.state_type.WIRE_VERSION,
-                self.state_type().serialize_state()
-                if self.state_type is TestState
-                else self.state_type.serialize_view(self.state_type().project_view()),
+                self.state_type.serialize_view(self.state_type().project_view())
+                if issubclass(self.state_type, DeltaDistributedState)
+                else self.state_type().serialize_state(),
                 0,
                 0,
             )
@@ -266,6 +338,10 @@ class Schedule:
         }
         for observer in self.cluster.node_ids:
             lifetime = id(self.cluster.node(observer))
+            if self.state_type is PriceV1 and not self.careless:
+                for row in self.shard(observer).sync_status():
+                    if UNREADABLE in (row.last_error or ""):
+                        self.fail(f"careful rollout {self.release}: {observer}: {row.last_error}")
             for owner, view in self.shard(observer).snapshot().items():
                 key = (lifetime, owner, self.state_type.NAME)
                 best = self.highest.get(key)
@@ -277,10 +353,24 @@ class Schedule:
                 if owner in gone and self.drained:
                     self.fail(f"{observer} still holds a view of departed {owner}")
 
+    def finish_rollout(self) -> None:
+        """Every live node on the last release, in the careful order (nodes that are down
+        are taken out of service for good)."""
+        for release in range(1, len(RELEASES)):
+            for node in self.cluster.node_ids:
+                if self.release[node] < release:
+                    self.upgrade(node, release)
+                    self.cluster.run_until_idle()
+                    self.check()
+
     def converge(self) -> None:
         cluster = self.cluster
         cluster.heal()
         cluster.clear_faults()
+        if self.upgrading:
+            for node in set(self.node_ids) - set(cluster.node_ids):
+                self.release[node] = len(RELEASES) - 1  # out of service: not waited for
+            self.finish_rollout()
         # Past the failure timeout, two sync intervals and the longest join-probe backoff.
         cluster.advance(FAILURE_TIMEOUT + 2 * SYNC_INTERVAL + PROBE_BACKOFF_CAP + 1.0)
         for _ in self.each_kind():
@@ -299,7 +389,7 @@ class Schedule:
             for owner in live:
                 own = self.shard(owner).snapshot()[owner]
                 seen = views[owner]
-                if (seen.generation, seen.value) != (own.generation, own.value):
+                if seen.generation != own.generation or not self.same(seen.value, own.value):
                     self.fail(
                         f"{observer}'s view of {owner} is {seen.generation} {seen.value!r}, "
                         f"but {owner} is at {own.generation} {own.value!r}"
