@@ -21,6 +21,7 @@ from bench import (
     mutation_cost,
     mutation_throughput,
     network_processes,
+    node_memory,
     persistence,
     thespian_processes,
 )
@@ -146,6 +147,7 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark("membership_traffic", membership_traffic.STEPS, membership_traffic.tables),
     Benchmark("mutation_cost", mutation_cost.STEPS, mutation_cost.tables),
     Benchmark("persistence", len(PERSISTENCE_SAVES), persistence_tables),
+    Benchmark("node_memory", node_memory.STEPS, node_memory.tables),
     Benchmark("thespian_processes", thespian_processes.STEPS, thespian_processes.tables),
     Benchmark("network_processes", network_processes.STEPS, network_processes.tables),
 ]

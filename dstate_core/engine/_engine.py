@@ -178,7 +178,7 @@ class ShardEngine(Generic[S]):
 
     @property
     def view_table(self) -> ViewTable:
-        """The view table (read its ``published`` attribute from any thread)."""
+        """The view table (read its ``latest`` or ``snapshot()`` from any thread)."""
         return self._views
 
     @property

@@ -237,7 +237,8 @@ class Shard(Generic[S]):
             bound = self._bound(max_staleness)
         if on_stale != "raise" and on_stale != "return":
             raise ValueError(f"on_stale must be 'raise' or 'return', got {on_stale!r}")
-        published = self._table.published
+        table = self._table
+        published = table.latest or table.snapshot()
         if (
             published.pending == 0 and self._now() - published.oldest_synced_at <= bound
         ) or bound == math.inf:

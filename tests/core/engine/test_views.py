@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sys
+import threading
 from typing import Any
 
 import pytest
@@ -182,3 +184,60 @@ class TestFreshness:
     def test_summary_is_a_published_views(self) -> None:
         table = ViewTable(OWN)
         assert isinstance(table.published, PublishedViews)
+
+
+def test_publishing_copies_once_per_change_for_the_first_reader() -> None:
+    table = ViewTable(OWN)
+    table.put(view("a", 1.0))
+    table.put(view("b", 2.0))
+    assert table.latest is None  # nothing copied yet: an update costs O(1)
+
+    first = table.published
+    assert table.latest is first and table.published is first  # read again: no copy
+    assert dict(first.views) == {"a": view("a", 1.0), "b": view("b", 2.0)}
+
+    table.put(view("a", 3.0, age=2))
+    assert table.latest is None
+    assert first.views["a"].generation.age == 1  # an old snapshot never changes
+    assert table.published.views["a"].generation.age == 2
+
+
+def test_readers_on_other_threads_always_see_a_consistent_snapshot() -> None:
+    table = ViewTable(OWN)
+    stop = threading.Event()
+    bad: list[str] = []
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                published = table.published
+            except Exception as exc:  # a copy taken while the writer changed the map
+                bad.append(repr(exc))
+                continue
+            peers = [v for n, v in published.views.items() if n != OWN]
+            pending = sum(1 for v in peers if v.pending_remote_generation is not None)
+            oldest = min((v.synced_at for v in peers), default=math.inf)
+            if (published.pending, published.oldest_synced_at) != (pending, oldest):
+                bad.append(f"{published} disagrees with its own views")
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    for reader in readers:
+        reader.start()
+    try:
+        now = 0.0
+        for step in range(20_000):
+            node = NODES[1 + step % 4]
+            now += 0.001
+            if step % 7 == 0:
+                table.remove(node)
+            else:
+                mark = Generation(7, step + 2) if step % 3 == 0 else None
+                table.put(view(node, now, age=step + 1, pending=mark))
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join()
+        sys.setswitchinterval(interval)
+    assert not bad, bad[:3]
