@@ -338,9 +338,10 @@ class ShardEngine(Generic[S]):
         if source not in self._peers and not self._peers.departed(source):
             self._receiver.drop("unknown_node", source, "a snapshot request from a non-member")
             return []
-        return self._send_own(
+        reply = self._send_own(
             lambda view: [self._publisher.reply_to(source, request.request_id, self.own, view)]
         )
+        return reply + self._pulls.heard_from(source)
 
     def _send_own(self, build: Callable[[Any], list[Action]]) -> list[Action]:
         """What ``build`` makes of the own view; if it cannot be encoded (e.g. it outgrew

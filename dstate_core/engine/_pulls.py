@@ -187,6 +187,18 @@ class PullTracker:
             return self.ensure(node, probe=True)
         return []
 
+    def heard_from(self, node: str) -> list[Action]:
+        """``node`` just reached this shard (it asked for our snapshot): if we still hold
+        no view of it, probe it now rather than at the next backed-off retry. Its
+        earlier probes may have been lost while the path between us was not up yet,
+        and the backoff could otherwise leave the join exchange waiting for seconds."""
+        if node not in self._peers or node in self._views or node in self._pulls:
+            return []
+        actions: list[Action] = []
+        if self._probe_failures.pop(node, None) is not None:
+            actions.append(CancelTimer(ProbeTimer(node)))
+        return actions + self.ensure(node, probe=True)
+
     def _retry_probe(self, node: str) -> StartTimer:
         """Ask again soon for the snapshot of a member we have no view of (the join
         exchange may have been lost); the delay doubles up to :data:`PROBE_BACKOFF_CAP`."""

@@ -150,7 +150,9 @@ class TestMultiprocTCPBase:
 
             restarted = cluster.restart("c").register(TestState)
             shards["c"] = restarted
-            assert cluster.wait_until(holds_all(shards, ["a", "b", "c"]), DEADLINE)
+            assert cluster.wait_until(holds_all(shards, ["a", "b", "c"]), DEADLINE), (
+                registration_report(cluster, shards)
+            )
             restarted.mutate(TestState.increment(1))
             assert cluster.wait_until(all_show(shards, {"a": 0, "b": 0, "c": 1}), DEADLINE)
 

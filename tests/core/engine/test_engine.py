@@ -1615,6 +1615,25 @@ class TestMembership:
         assert net.timer_due("a", TestState.NAME, probe) is None
         assert net.engine("a").metrics().sync_failures == 0
 
+    def test_a_request_from_a_peer_without_a_view_probes_it_at_once(self) -> None:
+        net = EngineNet(TestState, ["a"], StateConfig(pull_timeout=1.0))
+        net.link_filter = lambda s, d, data: False
+        net.add("b")
+        net.advance(1.05)  # the first probes time out
+        for _ in range(3):  # and every retry: a's next one is 4 s away now
+            due = net.timer_due("a", TestState.NAME, ProbeTimer("b"))
+            assert due is not None
+            net.advance(due - net.clock.now() + 1.05)
+        waiting = net.timer_due("a", TestState.NAME, ProbeTimer("b"))
+        assert waiting is not None and waiting >= net.clock.now() + 3.9
+        net.link_filter = None
+        # A request from b reaches a (b probing, or pulling): a answers, and probes b at once.
+        net.deliver("a", WireCodec().encode(RequestSnapshot(TestState.NAME, "b", 99)))
+        net.run()
+        assert_converged(net)
+        assert net.timer_due("a", TestState.NAME, ProbeTimer("b")) is None
+        assert net.clock.now() < waiting
+
     def test_leaving_cancels_the_probe_retry(self) -> None:
         net = EngineNet(TestState, ["a"], StateConfig(pull_timeout=1.0))
         net.link_filter = lambda s, d, data: False

@@ -85,10 +85,14 @@ class Owner:
             del self.timers[key]
             self.run(self.engine.handle(TimerFired(key)))
 
-    def reply(self) -> None:
+    def reply(self) -> bytes:
+        """Answer a snapshot request from ``b``; returns the reply (the owner may also
+        probe ``b``, of which it holds no view)."""
         self.next_request += 1
         request = RequestSnapshot(self.engine.name, "b", self.next_request)
+        sent = len(self.pool)
         self.run(self.engine.handle(MessageReceived(request)))
+        return self.pool[sent]
 
 
 def make_owner(state_type: type, strategy: SyncStrategy, clock: TestClock) -> Owner:
@@ -176,8 +180,8 @@ def test_any_delivery_never_goes_back_and_a_final_snapshot_converges(
     assert router.drops == {}
     assert peer.drops == {}
 
-    owner.reply()  # one final snapshot
-    for _, event in router.route(owner.pool[-1], {state_type.NAME}):
+    final_reply = owner.reply()  # one final snapshot
+    for _, event in router.route(final_reply, {state_type.NAME}):
         peer.handle(event)
     check_view(peer, owner, generation)
     final = peer.published.views["a"]
