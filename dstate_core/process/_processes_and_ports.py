@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import time
+from pathlib import Path
 
 __all__ = [
     "children",
@@ -32,11 +34,37 @@ _PROC = os.path.isdir("/proc/self")
 
 
 def free_port(host: str = "") -> int:
-    """A TCP port nobody listens on now (on every interface, as Thespian binds)."""
+    """A TCP port nobody listens on now (on every interface, as Thespian binds).
+
+    Picked at random below the system's ephemeral range (where the ports of
+    outgoing connections come from), so another process's connection cannot
+    take it between this call and the bind that uses it; the ephemeral range
+    only if none is free there.
+    """
+    low = _ephemeral_low()
+    rng = random.SystemRandom()
+    for _ in range(64):
+        port = rng.randint(_FIRST_PICKED_PORT, low - 1)
+        if port_bindable(port, host):
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        found: int = sock.getsockname()[1]
+        return found
+
+
+#: The lowest port :func:`free_port` picks (below it: well-known services).
+_FIRST_PICKED_PORT = 10_000
+
+
+def _ephemeral_low() -> int:
+    """The first port of the system's ephemeral range (Linux's default elsewhere)."""
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        low = int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+    return low if low > _FIRST_PICKED_PORT + 1000 else 32_768
 
 
 def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
