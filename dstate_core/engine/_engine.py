@@ -427,19 +427,24 @@ class ShardEngine(Generic[S]):
         return replace(frozen, bytes_sent=frozen.bytes_sent + self._pulls.bytes_sent)
 
     def health(self) -> StateHealth:
-        """Grade this state from its peer rows against ``default_staleness`` (a view
-        pending by design, which a query would pull, counts as fresh)."""
-        announced = None
-        if self.config.sync_strategy.pull_on_query:
-            announced = {
-                node: status.last_announced_time
-                for node, status in self._statuses.by_node()
-                if status.last_announced_time is not None
-            }
+        """Grade this state's peers (``docs/diagnostics.md#health``): against
+        ``default_staleness``, with the strategy's promises (a view pending by design,
+        which a query would pull, is fresh; an idle peer's age counts only where a
+        periodic sync promises contact)."""
+        strategy = self.config.sync_strategy
+        period = strategy.periodic_full_sync
         return grade_state(
             self.name,
             self.sync_status(),
             self._clock.now(),
             self.config.default_staleness,
-            announced,
+            contact_within=None
+            if period is None
+            else max(self.config.default_staleness, 2 * period),
+            pullable=strategy.pull_on_query,
+            announced={
+                node: status.last_announced_time
+                for node, status in self._statuses.by_node()
+                if status.last_announced_time is not None
+            },
         )

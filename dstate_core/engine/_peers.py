@@ -172,24 +172,35 @@ def grade_state(
     peers: list[PeerSyncStatus],
     now: float,
     default_staleness: float,
+    *,
+    contact_within: float | None = -1.0,
+    pullable: bool = False,
     announced: Mapping[str, float] | None = None,
 ) -> StateHealth:
     """Grade a state from its peer rows (``docs/diagnostics.md#health``).
 
     Healthy when every peer is fresh and none is failing; unhealthy when more
-    than half are stale or failing; degraded otherwise.
+    than half are stale or failing; degraded otherwise. A peer is failing when
+    its last sync failed (a pull timed out, an update was unreadable). It is
+    stale when this node has reason to think its view is wrong and will not
+    put itself right:
 
-    ``announced`` (the time of each peer's last change-feed announcement) is
-    given when queries pull pending views: then a view behind its announced
-    generation is fresh by design, as long as the peer was heard from within
-    ``default_staleness`` (a query would pull it within the bound). Without it,
-    a row is fresh when its view is younger than the bound and not behind.
+    * it holds no view of the peer;
+    * the view is behind a generation the peer announced or sent, and queries
+      do not pull (``pullable`` off); with ``pullable``, the next query pulls it;
+    * the strategy promises contact (a periodic sync, ``contact_within``
+      seconds: ``-1`` means ``default_staleness``) and none came in time (a
+      sync, or a change-feed announcement in ``announced``). Without that
+      promise an idle peer's old view is not evidence of anything: the peer
+      pushes or announces its changes, and the runtime's failure detector
+      removes a peer that cannot be reached.
     """
+    bound = default_staleness if contact_within == -1.0 else contact_within
     failing = sum(1 for p in peers if p.consecutive_failures > 0)
     stale = sum(
         1
         for p in peers
-        if p.consecutive_failures == 0 and _stale(p, now, default_staleness, announced)
+        if p.consecutive_failures == 0 and _stale(p, now, bound, pullable, announced or {})
     )
     healthy = len(peers) - failing - stale
     if failing + stale == 0:
@@ -202,9 +213,18 @@ def grade_state(
 
 
 def _stale(
-    row: PeerSyncStatus, now: float, bound: float, announced: Mapping[str, float] | None
+    row: PeerSyncStatus,
+    now: float,
+    contact_within: float | None,
+    pullable: bool,
+    announced: Mapping[str, float],
 ) -> bool:
-    if announced is None or row.local_generation is None:
-        return row.is_stale(now, bound)
+    held, known = row.local_generation, row.remote_generation
+    if held is None:
+        return True
+    if known is not None and known > held and not pullable:
+        return True
+    if contact_within is None:
+        return False
     heard = [t for t in (row.last_sync_time, announced.get(row.node_id)) if t is not None]
-    return not heard or now - max(heard) > bound
+    return not heard or now - max(heard) > contact_within

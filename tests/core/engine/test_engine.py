@@ -1956,24 +1956,45 @@ class TestDiagnostics:
         assert behind.is_stale(10.0, 5.0)
         health = grade_state("s", [behind], now=10.0, default_staleness=5.0)
         assert health.status is HealthStatus.UNHEALTHY
+        pulled = grade_state("s", [behind], now=10.0, default_staleness=5.0, pullable=True)
+        assert pulled.status is HealthStatus.HEALTHY  # the next query pulls it
 
-    def test_engine_health_follows_its_peers(self) -> None:
+    def test_an_idle_peer_is_healthy_without_a_promise_of_contact(self) -> None:
         net = EngineNet(TestState, ["a", "b", "c", "d"], StateConfig(default_staleness=5.0))
         net.run()
         a = net.engine("a")
         assert a.health().status is HealthStatus.HEALTHY
         assert a.health().healthy_peers == 3
-        net.clock.advance(10.0)
-        assert a.health().status is HealthStatus.UNHEALTHY
-        net.mutate("b", TestState.increment())
-        net.mutate("c", TestState.increment())
+        net.clock.advance(60.0)  # nobody mutates: the views are still the owners' states
+        assert a.health().status is HealthStatus.HEALTHY
+        assert SystemHealth.of([]).status is HealthStatus.HEALTHY
+
+    def test_missing_periodic_syncs_make_a_peer_stale(self) -> None:
+        config = StateConfig(
+            default_staleness=5.0, sync_strategy=SyncStrategy(periodic_full_sync=2.0)
+        )
+        net = EngineNet(TestState, ["a", "b", "c", "d"], config)
         net.run()
-        health = a.health()
+        net.link_filter = lambda s, d, data: s not in ("c", "d")  # their syncs stop coming
+        net.advance(6.0)
+        health = net.engine("a").health()
+        assert (health.healthy_peers, health.stale_peers) == (1, 2)
+        assert health.status is HealthStatus.UNHEALTHY
+        net.link_filter = lambda s, d, data: s != "d"
+        net.advance(3.0)
+        health = net.engine("a").health()
         assert (health.healthy_peers, health.stale_peers) == (2, 1)
         assert health.status is HealthStatus.DEGRADED
-        system = SystemHealth.of([health, a.health()])
+        system = SystemHealth.of([health, net.engine("b").health()])
         assert system.status is HealthStatus.DEGRADED
-        assert SystemHealth.of([]).status is HealthStatus.HEALTHY
+
+    def test_contact_is_due_within_two_sync_intervals_when_they_exceed_the_bound(self) -> None:
+        rows = [status_row("b", synced=0.0)]
+        assert grade_state("s", rows, now=7.0, default_staleness=5.0).stale_peers == 1
+        slow = grade_state("s", rows, now=7.0, default_staleness=5.0, contact_within=8.0)
+        assert slow.status is HealthStatus.HEALTHY
+        idle = grade_state("s", rows, now=1e6, default_staleness=5.0, contact_within=None)
+        assert idle.status is HealthStatus.HEALTHY
 
     def test_failing_pulls_make_a_peer_failing(self) -> None:
         net = EngineNet(TestState, ["a", "b"], StateConfig(pull_timeout=1.0))
