@@ -24,6 +24,7 @@ from bench import (
     node_memory,
     persistence,
     thespian_processes,
+    validation_cost,
 )
 from bench._report import Table, Tick, fmt_bytes, fmt_rate, fmt_seconds, ratio
 
@@ -146,6 +147,7 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark("join", join.STEPS, join.tables),
     Benchmark("membership_traffic", membership_traffic.STEPS, membership_traffic.tables),
     Benchmark("mutation_cost", mutation_cost.STEPS, mutation_cost.tables),
+    Benchmark("validation_cost", validation_cost.STEPS, validation_cost.tables),
     Benchmark("persistence", len(PERSISTENCE_SAVES), persistence_tables),
     Benchmark("node_memory", node_memory.STEPS, node_memory.tables),
     Benchmark("thespian_processes", thespian_processes.STEPS, thespian_processes.tables),

@@ -153,8 +153,10 @@ class Shard(Generic[S]):
         Raises:
             TypeError: ``fn`` is not callable, or returned something that is neither
                 ``None`` nor the state.
-            MutationError: the store failed or the update cannot be sent (e.g. it
-                exceeds the message size cap); nothing changed.
+            MutationError: the result is not valid for the state's model (the
+                message is pydantic's, naming the field), the store failed, or the
+                update cannot be sent (e.g. it exceeds the message size cap); nothing
+                changed.
             NodeShutdownError: the node is shut down (at once, or through the future
                 if it shuts down before the mutation's turn).
             Exception: whatever ``fn`` raised; nothing changed.

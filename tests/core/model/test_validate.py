@@ -91,3 +91,41 @@ def test_a_delta_closure_returning_none_says_what_to_return() -> None:
         with pytest.raises(TypeError, match="return the change"):
             shard.mutate_with_delta(lambda s: None)
         assert shard.state.generation.age == 0
+
+
+class Fleet(DistributedState):
+    NAME: ClassVar[str] = "fleet"
+    ships: list[Inner] = Field(default_factory=lambda: [Inner(level=i) for i in range(100)])
+    by_name: dict[str, Inner] = Field(default_factory=lambda: {f"s{i}": Inner() for i in range(50)})
+    crew: list[Inner] = Field(default_factory=list, max_length=3)
+
+
+def test_one_changed_element_of_a_long_list_is_checked_with_its_path() -> None:
+    with local_cluster(["a"]) as cluster:
+        shard = cluster.node("a").register(Fleet)
+
+        def coerced(state: Fleet) -> None:
+            state.ships[57].level = "7"  # type: ignore[assignment]
+            state.by_name["s3"] = Inner.model_construct(level="9")
+
+        shard.mutate(coerced)
+        assert shard.state.value.ships[57].level == 7  # validated: the int, not the str
+        assert shard.state.value.by_name["s3"].level == 9
+
+        def broken(state: Fleet) -> None:
+            state.ships[42].level = "high"  # type: ignore[assignment]
+
+        with pytest.raises(MutationError, match=r"ships\.42\.level"):
+            shard.mutate(broken)
+        with pytest.raises(MutationError, match=r"by_name\.s5\.level"):
+            shard.mutate(lambda s: s.by_name.__setitem__("s5", Inner.model_construct(level="x")))
+        assert shard.state.value.ships[42].level == 42  # nothing committed
+
+
+def test_a_constrained_list_is_still_checked_whole() -> None:
+    with local_cluster(["a"]) as cluster:
+        shard = cluster.node("a").register(Fleet)
+        shard.mutate(lambda s: s.crew.extend([Inner(), Inner(), Inner()]))
+        with pytest.raises(MutationError, match="crew"):
+            shard.mutate(lambda s: s.crew.append(Inner()))  # a valid element, one too many
+        assert len(shard.state.value.crew) == 3
