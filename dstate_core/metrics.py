@@ -22,8 +22,13 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+try:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+    from prometheus_client.registry import Collector
+except ImportError as missing:  # the extra is not installed
+    raise ImportError(
+        "dstate_core.metrics needs prometheus-client: pip install 'dstate[prometheus]'"
+    ) from missing
 
 from .model._diagnostics import StateSyncMetrics
 from .shell._node import DStateNode
@@ -68,6 +73,9 @@ class PrometheusCollector(Collector):
         missing = {f.name for f in dataclasses.fields(StateSyncMetrics)} - set(_COUNTERS)
         assert not missing, f"counters without help text: {missing}"
         self._node = node
+
+    def __repr__(self) -> str:
+        return f"PrometheusCollector({self._node!r})"
 
     def describe(self) -> list[Metric]:
         """Nothing up front: the metrics depend on the registered states."""

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from ..model._clock import Clock
 from ..model._copy import copy_model
-from ..model._errors import DeserializeError
+from ..model._errors import DeserializeError, a_or_an
 from ..model._generation import StateObject
 from ..model._state import DeltaDistributedState, DistributedState
 from ..model._urgency import SyncUrgency
@@ -148,10 +148,10 @@ class StateKind:
         new_state: S = work
         if result is not None:
             if not isinstance(result, self.state_type):
+                got = a_or_an(type(result).__qualname__)
                 raise TypeError(
-                    f"the mutation of {name!r} returned a {type(result).__qualname__}; return "
-                    f"None (after changing the state in place) or a "
-                    f"{self.state_type.__qualname__}"
+                    f"the mutation of {name!r} returned {got}; return None (after changing "
+                    f"the state in place) or {a_or_an(self.state_type.__qualname__)}"
                 )
             new_state = result  # type: ignore[assignment]
         validate_changes(new_state, current.value)
@@ -235,7 +235,7 @@ class DeltaKind(StateKind):
         except Exception as exc:
             raise Unreadable(f"apply_delta() raised {type(exc).__name__}: {exc}") from exc
         if not isinstance(value, kind.View):
-            raise Unreadable(f"apply_delta() returned a {type(value).__qualname__}")
+            raise Unreadable(f"apply_delta() returned {a_or_an(type(value).__qualname__)}")
         return value
 
     def _run_hooks(self, old_view: Any, change: Any) -> tuple[BaseModel, BaseModel, SyncUrgency]:
@@ -279,6 +279,7 @@ def _run(decode: Any, payload: bytes, wire_version: int, expected: type) -> Any:
         raise Unreadable(f"the deserializer raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(value, expected):
         raise Unreadable(
-            f"the deserializer returned a {type(value).__qualname__}, not a {expected.__qualname__}"
+            f"the deserializer returned {a_or_an(type(value).__qualname__)}, "
+            f"not {a_or_an(expected.__qualname__)}"
         )
     return value

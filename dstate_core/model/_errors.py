@@ -26,6 +26,7 @@ __all__ = [
     "StalePeerError",
     "StateNotRegisteredError",
     "TypeMismatchError",
+    "a_or_an",
 ]
 
 
@@ -169,3 +170,8 @@ class ActorSendError(DStateError):
 
 class NodeShutdownError(DStateError):
     """The node (or its runtime) was shut down; the call cannot proceed."""
+
+
+def a_or_an(noun: str) -> str:
+    """``noun`` with its indefinite article, for messages: ``an int``, ``a str``."""
+    return f"an {noun}" if noun[:1].lower() in "aeiou" else f"a {noun}"

@@ -49,7 +49,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..model._errors import PersistError
+from ..model._errors import PersistError, a_or_an
 from ..model._generation import Generation, StateObject
 from ._atomic import PathArg, check_location, probe_writable
 from ._records import (
@@ -422,7 +422,7 @@ class SqlitePersistence:
                 ) from exc
             if not isinstance(result, Mapping):
                 raise PersistError(
-                    f"{where}: {STATE_DELTA_HOOK}() returned a {type(result).__name__}, "
+                    f"{where}: {STATE_DELTA_HOOK}() returned {a_or_an(type(result).__name__)}, "
                     "expected a dict"
                 )
             data = dict(result)

@@ -170,6 +170,10 @@ class LocalClusterBase:
         """The ids of the nodes running now."""
         return sorted(self._nodes)
 
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"running {self.node_ids}"
+        return f"{type(self).__name__}({state})"
+
     def node(self, node_id: str) -> DStateNode:
         """The running node ``node_id``.
 

@@ -52,3 +52,31 @@ def test_a_query_without_a_function_says_what_to_pass(max_staleness: float | Non
 
         with pytest.raises(TypeError, match="the user's own bug"):
             shard.query(broken)
+
+
+def test_clusters_and_collectors_have_readable_reprs() -> None:
+    from dstate_core.metrics import PrometheusCollector
+
+    with local_cluster(["a", "b"]) as cluster:
+        assert repr(cluster) == "DeterministicCluster(running ['a', 'b'])"
+        collector = PrometheusCollector(cluster.node("a"))
+        assert repr(collector) == "PrometheusCollector(DStateNode('a', states=[]))"
+    assert repr(cluster) == "DeterministicCluster(closed)"
+
+
+def test_metrics_without_the_extra_say_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+    import sys
+
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)
+    monkeypatch.setitem(sys.modules, "prometheus_client.core", None)
+    monkeypatch.delitem(sys.modules, "dstate_core.metrics", raising=False)
+    with pytest.raises(ImportError, match=r"pip install 'dstate\[prometheus\]'"):
+        importlib.import_module("dstate_core.metrics")
+
+
+def test_a_wrong_return_says_an_int() -> None:
+    with local_cluster(["a"]) as cluster:
+        shard = cluster.node("a").register(TestState)
+        with pytest.raises(TypeError, match=r"returned an int; return None .* or a TestState"):
+            shard.mutate(lambda state: 7)  # type: ignore[arg-type, return-value]

@@ -380,7 +380,7 @@ def test_wrong_return_type_is_a_type_error(cluster: DeterministicCluster) -> Non
     shards = register_all(cluster)
     before = shards["a"].state
 
-    with pytest.raises(TypeError, match="returned a int"):
+    with pytest.raises(TypeError, match="returned an int"):
         shards["a"].mutate(lambda s: 5)  # type: ignore[arg-type,return-value]
     with pytest.raises(TypeError):
         shards["a"].mutate(lambda s: TestDeltaState())  # type: ignore[arg-type,return-value]
