@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 import sys
@@ -353,3 +354,40 @@ def test_network_cluster_replicates_across_three_processes_and_stops_them() -> N
     assert "b sees a's counter = 5" in lines
     assert "c sees a's counter = 5" in lines
     assert lines[-1] == "stopped every node: {'a': 0, 'b': 0, 'c': 0}"
+
+
+def _table_text(table: Any) -> str:
+    from rich.console import Console
+
+    console = Console(width=120, record=True, file=io.StringIO())
+    console.print(table)
+    return console.export_text()
+
+
+def test_live_demo_tables_drop_a_departed_node() -> None:
+    from examples import demo
+
+    row = demo.ViewRow(50.0, 1000, (1, 3), False, 10.0)
+    shown = _table_text(demo.node_table("a", {"a": row, "b": row}, "b", now=10.5))
+    owners = [line.split()[1] for line in shown.splitlines() if line.startswith("│")]
+    assert owners == ["a", "b"]  # c left: no row, not a "no view" row
+    down = _table_text(demo.node_table("a", {}, "-", now=10.5, down="stopped"))
+    assert [line.split()[1] for line in down.splitlines() if line.startswith("│")] == [
+        "a",
+        "b",
+        "c",
+    ]
+
+
+def test_live_demo_prints_its_last_frame_once(capsys: pytest.CaptureFixture[str]) -> None:
+    from examples import demo
+
+    assert demo.main(["--duration", "3", "--plain"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("phase: finished") == 1, out[-2000:]
+    # The live screen is transient: once stopped it leaves nothing for the final frame
+    # to repeat.
+    from rich.console import Console
+
+    display = demo.Display(Console(file=io.StringIO()), plain=False, duration=3.0)
+    assert display._live is not None and display._live.transient
