@@ -9,6 +9,7 @@ membership message, so no node counts it as a member.
 from __future__ import annotations
 
 import itertools
+import os
 import secrets
 import time
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from ._keys import curve_keys
+from ._keys import CurveKeys, curve_keys, load_certificates
 from ._messages import encode_status_request
 from ._report import NodeReport, decode_status_reply
 from ._settings import DEFAULT_MAX_MESSAGE_BYTES, parse_address
@@ -45,22 +46,39 @@ class Observer:
     """Asks cluster members for their status reports.
 
     Args:
-        cluster_secret: the cluster's secret (``None`` only with ``insecure``).
+        cluster_secret: the cluster's secret.
         insecure: talk to nodes started with ``--insecure`` (no encryption).
         timeout: seconds to wait for answers.
+        certificates: instead, a certificate directory (as the nodes'), holding
+            the server key pair and the key pair ``key_name`` that the nodes admit.
+        key_name: which key pair of ``certificates`` is the observer's.
 
     Raises:
-        ValueError: neither or both of ``cluster_secret`` and ``insecure``.
+        ValueError: not exactly one of ``cluster_secret``, ``certificates`` and
+            ``insecure``; or a certificate file is missing or unreadable.
 
     Concurrency: one thread at a time.
     """
 
     def __init__(
-        self, cluster_secret: bytes | None, *, insecure: bool = False, timeout: float = 3.0
+        self,
+        cluster_secret: bytes | None,
+        *,
+        insecure: bool = False,
+        timeout: float = 3.0,
+        certificates: str | os.PathLike[str] | None = None,
+        key_name: str = "status",
     ) -> None:
-        if (cluster_secret is None) == (not insecure):
-            raise ValueError("give the cluster secret, or insecure=True (not both)")
-        self._keys = None if cluster_secret is None else curve_keys(cluster_secret)
+        if sum((cluster_secret is not None, certificates is not None, insecure)) != 1:
+            raise ValueError("give the cluster secret, certificates, or insecure=True")
+        #: (the nodes' listening public key, this observer's key pair)
+        self._keys: tuple[bytes, CurveKeys] | None = None
+        if cluster_secret is not None:
+            keys = curve_keys(cluster_secret)
+            self._keys = (keys.public, keys)
+        elif certificates is not None:
+            certs = load_certificates(certificates, key_name)
+            self._keys = (certs.server.public, certs.client)
         self._timeout = timeout
         self._context = zmq.Context()
         self._nonces = itertools.count(secrets.randbelow(2**40))
@@ -119,9 +137,10 @@ class Observer:
         dealer.setsockopt(zmq.MAXMSGSIZE, DEFAULT_MAX_MESSAGE_BYTES)
         dealer.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_MS)
         if self._keys is not None:
-            dealer.curve_serverkey = self._keys.public
-            dealer.curve_publickey = self._keys.public
-            dealer.curve_secretkey = self._keys.secret
+            server, mine = self._keys
+            dealer.curve_serverkey = server
+            dealer.curve_publickey = mine.public
+            dealer.curve_secretkey = mine.secret
         monitor = dealer.get_monitor_socket(_FAILED)
         dealer.connect(f"tcp://{address}")
         return dealer, monitor
@@ -143,7 +162,7 @@ class Observer:
         if int(event["event"]) & _FAILED:
             return Answer(
                 address,
-                error="the node refused the connection: the cluster secret differs "
-                "(or the node runs --insecure, or with certificates)",
+                error="the node refused the connection: its cluster secret or "
+                "certificates are not these (or it runs --insecure)",
             )
         return None

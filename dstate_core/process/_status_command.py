@@ -229,6 +229,20 @@ def build_parser() -> argparse.ArgumentParser:
     secret.add_argument(
         "--insecure", action="store_true", help="the cluster runs --insecure (loopback)"
     )
+    secret.add_argument(
+        "--certificates",
+        type=Path,
+        metavar="DIR",
+        help="the cluster runs with certificate files: a directory like the nodes', "
+        "holding the server key pair and this observer's (see --key)",
+    )
+    status.add_argument(
+        "--key",
+        default="status",
+        metavar="NAME",
+        help="with --certificates: the observer's key pair, DIR/NAME.key_secret, whose "
+        "NAME.key the nodes admit (default: status)",
+    )
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
     status.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
     status.add_argument(
@@ -261,10 +275,20 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
                 raise CliError(str(exc)) from None
         check_seconds(args, "timeout", "interval")
         timeout, interval = args.timeout, args.interval
-        secret = (
-            None if args.insecure else read_secret(args.secret_file, "--secret-file", private=True)
-        )
-        with Observer(secret, insecure=args.insecure, timeout=timeout) as observer:
+        secret = None
+        if args.secret_file is not None:
+            secret = read_secret(args.secret_file, "--secret-file", private=True)
+        try:
+            observer = Observer(
+                secret,
+                insecure=args.insecure,
+                timeout=timeout,
+                certificates=args.certificates,
+                key_name=args.key,
+            )
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        with observer:
             if args.watch:
                 return _watch(observer, args.seed, interval, args.json, out)
             status = observe(observer, args.seed)

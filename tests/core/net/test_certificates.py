@@ -137,9 +137,14 @@ def test_certificates_and_a_secret_are_exclusive(certs: Path) -> None:
         TcpNetwork("a", cluster_secret=b"s" * 32, certificates=certs)
 
 
-def test_node_processes_join_with_certificates(certs: Path) -> None:
+def test_node_processes_join_with_certificates(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
     from dstate_pykka import PykkaNodeHandle
 
+    certs = make_certificates(tmp_path / "all", "a", "b", "status")
     state = "dstate_core.testing:TestState"
     options = ("--certificates", str(certs))
     # secret_file=None would add --insecure: pass the certificates only.
@@ -151,6 +156,27 @@ def test_node_processes_join_with_certificates(certs: Path) -> None:
             b.ready()
             assert wait_until(lambda: b.request("status")["members"] == ["a", "b"])
             assert wait_until(lambda: a.request("status")["peers"] == ["b"])
+            # An observer with a key pair of its own, which the nodes admit.
+            status = [sys.executable, "-m", "dstate_core", "status", "--seed", seed, "--json"]
+            done = subprocess.run(
+                [*status, "--certificates", str(certs)], capture_output=True, text=True
+            )
+            assert done.returncode == 0, done.stderr
+            assert [m["node"] for m in json.loads(done.stdout)["members"]] == ["a", "b"]
+            as_node = subprocess.run(
+                [*status, "--certificates", str(certs), "--key", "a", "--timeout", "1"],
+                capture_output=True,
+                text=True,
+            )
+            assert as_node.returncode == 0  # a node's own key pair works too
+            missing = subprocess.run(
+                [*status, "--certificates", str(certs), "--key", "nobody"],
+                capture_output=True,
+                text=True,
+            )
+            assert missing.returncode == 2
+            assert "nobody" in missing.stderr and missing.stderr.count("\n") == 1
+            assert b.request("status")["members"] == ["a", "b"]
 
 
 def _node_command(node: str, state: str) -> list[str]:
