@@ -105,6 +105,11 @@ class PrometheusCollector(Collector):
         health = GaugeMetricFamily(
             "dstate_state_health", "0 healthy, 1 degraded, 2 unhealthy", labels=labels
         )
+        peer_health = GaugeMetricFamily(
+            "dstate_peer_health",
+            "this node's grade of the peer's view: 0 fresh, 1 stale, 2 failing",
+            labels=peer_labels,
+        )
         now = node.clock.now()
         for name, shard in sorted(node.states.items()):
             values = dataclasses.asdict(shard.metrics())
@@ -117,10 +122,13 @@ class PrometheusCollector(Collector):
                 failures.add_metric(
                     [node.node_id, name, peer.node_id], float(peer.consecutive_failures)
                 )
+            for peer_id, grade in sorted(shard.peer_health().items()):
+                peer_health.add_metric([node.node_id, name, peer_id], float(grade))
             health.add_metric([node.node_id, name], float(shard.health().status))
         yield from counters.values()
         yield lag
         yield failures
+        yield peer_health
         yield health
         overall = GaugeMetricFamily(
             "dstate_node_health", "the worst state health on the node", labels=["node"]

@@ -35,7 +35,13 @@ from .._logs import NodeLog
 from .._ratelimit import RateLimitedLog
 from ..model._clock import Clock
 from ..model._config import StateConfig
-from ..model._diagnostics import MetricCounters, PeerSyncStatus, StateHealth, StateSyncMetrics
+from ..model._diagnostics import (
+    HealthStatus,
+    MetricCounters,
+    PeerSyncStatus,
+    StateHealth,
+    StateSyncMetrics,
+)
 from ..model._errors import MutationError
 from ..model._generation import Generation, StateObject, StateViewObject
 from ..model._state import DistributedState, validate_state_type
@@ -65,7 +71,7 @@ from ._events import (
     TimerFired,
 )
 from ._kinds import PreparedMutation, kind_of
-from ._peers import Membership, PeerStatuses, grade_state
+from ._peers import Membership, PeerStatuses, grade_peers, grade_state
 from ._publisher import Publisher, SendPlan
 from ._pulls import PullTracker
 from ._receive import Receiver
@@ -431,20 +437,30 @@ class ShardEngine(Generic[S]):
         ``default_staleness``, with the strategy's promises (a view pending by design,
         which a query would pull, is fresh; an idle peer's age counts only where a
         periodic sync promises contact)."""
-        strategy = self.config.sync_strategy
-        period = strategy.periodic_full_sync
         return grade_state(
             self.name,
             self.sync_status(),
             self._clock.now(),
             self.config.default_staleness,
-            contact_within=None
-            if period is None
-            else max(self.config.default_staleness, 2 * period),
-            pullable=strategy.pull_on_query,
-            announced={
+            **self._promises(),
+        )
+
+    def peer_health(self) -> dict[str, HealthStatus]:
+        """Each peer's grade, as :meth:`health` counts it."""
+        return grade_peers(
+            self.sync_status(), self._clock.now(), self.config.default_staleness, **self._promises()
+        )
+
+    def _promises(self) -> dict[str, Any]:
+        strategy = self.config.sync_strategy
+        period = strategy.periodic_full_sync
+        bound = self.config.default_staleness
+        return {
+            "contact_within": None if period is None else max(bound, 2 * period),
+            "pullable": strategy.pull_on_query,
+            "announced": {
                 node: status.last_announced_time
                 for node, status in self._statuses.by_node()
                 if status.last_announced_time is not None
             },
-        )
+        }

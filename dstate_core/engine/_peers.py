@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ..model._diagnostics import HealthStatus, PeerSyncStatus, StateHealth
 from ..model._generation import Generation
 
-__all__ = ["Membership", "PeerState", "PeerStatuses", "grade_state"]
+__all__ = ["Membership", "PeerState", "PeerStatuses", "grade_peers", "grade_state"]
 
 
 class Membership:
@@ -195,13 +195,16 @@ def grade_state(
       pushes or announces its changes, and the runtime's failure detector
       removes a peer that cannot be reached.
     """
-    bound = default_staleness if contact_within == -1.0 else contact_within
-    failing = sum(1 for p in peers if p.consecutive_failures > 0)
-    stale = sum(
-        1
-        for p in peers
-        if p.consecutive_failures == 0 and _stale(p, now, bound, pullable, announced or {})
+    grades = grade_peers(
+        peers,
+        now,
+        default_staleness,
+        contact_within=contact_within,
+        pullable=pullable,
+        announced=announced,
     )
+    failing = sum(1 for g in grades.values() if g is HealthStatus.UNHEALTHY)
+    stale = sum(1 for g in grades.values() if g is HealthStatus.DEGRADED)
     healthy = len(peers) - failing - stale
     if failing + stale == 0:
         status = HealthStatus.HEALTHY
@@ -210,6 +213,30 @@ def grade_state(
     else:
         status = HealthStatus.DEGRADED
     return StateHealth(state_name, healthy, stale, failing, status)
+
+
+def grade_peers(
+    peers: list[PeerSyncStatus],
+    now: float,
+    default_staleness: float,
+    *,
+    contact_within: float | None = -1.0,
+    pullable: bool = False,
+    announced: Mapping[str, float] | None = None,
+) -> dict[str, HealthStatus]:
+    """Each peer row's grade (see :func:`grade_state`): ``HEALTHY`` fresh, ``DEGRADED``
+    stale, ``UNHEALTHY`` failing."""
+    bound = default_staleness if contact_within == -1.0 else contact_within
+    heard = announced or {}
+    grades: dict[str, HealthStatus] = {}
+    for row in peers:
+        if row.consecutive_failures > 0:
+            grades[row.node_id] = HealthStatus.UNHEALTHY
+        elif _stale(row, now, bound, pullable, heard):
+            grades[row.node_id] = HealthStatus.DEGRADED
+        else:
+            grades[row.node_id] = HealthStatus.HEALTHY
+    return grades
 
 
 def _stale(

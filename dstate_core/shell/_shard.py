@@ -30,7 +30,7 @@ from ..engine._actions import (
 )
 from ..engine._engine import Mutation, ShardEngine
 from ..engine._events import Event, PeerJoined, QueryStarted, StateLoaded, TimerFired
-from ..model._diagnostics import PeerSyncStatus, StateHealth, StateSyncMetrics
+from ..model._diagnostics import HealthStatus, PeerSyncStatus, StateHealth, StateSyncMetrics
 from ..model._errors import ActorSendError, NodeShutdownError, QueryTimeoutError, StalePeerError
 from ..model._generation import Generation, StateObject, StateViewObject
 from ..model._state import DistributedState
@@ -342,6 +342,11 @@ class Shard(Generic[S]):
     def health(self) -> StateHealth:
         """This state's health grade."""
         return self._engine.health()
+
+    def peer_health(self) -> dict[str, HealthStatus]:
+        """Each peer's grade as :meth:`health` counts it: ``HEALTHY`` (fresh),
+        ``DEGRADED`` (stale) or ``UNHEALTHY`` (failing); ``docs/diagnostics.md``."""
+        return self._engine.peer_health()
 
     # -- lifecycle (called by the node) -------------------------------------------
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from dstate_core import StateSyncMetrics
+from dstate_core import HealthStatus, StateSyncMetrics
 from dstate_core.metrics import PrometheusCollector, serve_metrics
 from dstate_core.process import free_port
 from dstate_core.testing import DeterministicCluster, TestState, local_cluster
@@ -51,6 +51,15 @@ def test_every_counter_and_the_peers_lag_and_health(cluster: DeterministicCluste
     assert not math.isnan(lag) and lag >= 2.0
     assert got[("dstate_state_health", state)] == 0
     assert got[("dstate_node_health", (("node", "a"),))] == 0
+    peer_c = (("node", "a"), ("peer", "c"), ("state", "test_state"))
+    assert got[("dstate_peer_health", peer_c)] == 0
+
+    cluster.partition(["a"], ["b", "c"])  # a's pulls of b and c fail: both failing
+    shards["a"].query(lambda views: None, max_staleness=0.0, on_stale="return")
+    got = samples(registry)
+    assert got[("dstate_peer_health", peer_c)] == 2
+    assert got[("dstate_state_health", state)] == 2
+    assert shards["a"].peer_health() == {"b": HealthStatus.UNHEALTHY, "c": HealthStatus.UNHEALTHY}
 
 
 def test_a_shut_down_node_reports_nothing(cluster: DeterministicCluster) -> None:
