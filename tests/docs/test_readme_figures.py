@@ -1,4 +1,4 @@
-"""The README's benchmark figures are copied from ``bench/RESULTS.md``, never older ones."""
+"""The benchmark figures in the README and the guides are copied from ``bench/RESULTS.md``."""
 
 from __future__ import annotations
 
@@ -40,3 +40,25 @@ def test_the_readme_names_the_results_date() -> None:
     measured = re.search(r"\d{4}-\d{2}-\d{2}", results.splitlines()[2])
     assert measured is not None
     assert measured.group(0) in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+#: A timing or a rate in a guide: what a benchmark measures.
+MEASURED = re.compile(r"\d[\d,]*(?:\.\d+)?\s?(?:µs|ms)\b|\d[\d,]*(?:\.\d+)?/s\b")
+#: Figures in the guides that are settings or facts of the platform, not measurements.
+NOT_MEASURED = {
+    ("network.md", "200 ms"),  # the kernel's first TCP retransmission timeout
+    ("network.md", "5 ms"),  # sys.getswitchinterval()'s default
+    ("testing.md", "000 ms"),  # the test clock's start, 1 700 000 000 000 ms
+}
+
+
+def test_the_guides_quote_only_the_latest_results() -> None:
+    results = (ROOT / "bench" / "RESULTS.md").read_text(encoding="utf-8")
+    stale = [
+        f"{guide.name}:{number}: {figure}"
+        for guide in sorted((ROOT / "docs").glob("*.md"))
+        for number, line in enumerate(guide.read_text(encoding="utf-8").splitlines(), 1)
+        for figure in MEASURED.findall(line)
+        if figure not in results and (guide.name, figure) not in NOT_MEASURED
+    ]
+    assert stale == []
