@@ -120,8 +120,10 @@ def add_node_options(
         help="how --data-dir keeps each shard: one file per state (default) or one SQLite "
         "database per state",
     )
+    # Every command line accepts --secret-file, as python -m dstate_core status does.
+    names = [secret_option] + (["--secret-file"] if secret_option != "--secret-file" else [])
     node.add_argument(
-        secret_option,
+        *names,
         dest="cluster_secret_file",
         type=Path,
         metavar="FILE",

@@ -136,6 +136,8 @@ class TestOptions:
         assert options.cluster_secret == b"k3y"
         assert options.data_dir == data and data.is_dir()
         assert "readable by other users" in caplog.text
+        alias = parse_options(args("--state", STATE, "--secret-file", str(secret)))
+        assert alias.cluster_secret == b"k3y"  # the name the other command lines use
         secret.write_bytes(b"\n")
         with pytest.raises(CliError, match="is empty"):
             parse_options(args("--state", STATE, "--cluster-secret-file", str(secret)))
