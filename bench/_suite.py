@@ -16,6 +16,7 @@ from pathlib import Path
 from bench import (
     change_feed,
     delta_bytes,
+    hot_path,
     join,
     membership_traffic,
     mutation_cost,
@@ -146,6 +147,7 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark("delta_bytes", delta_bytes.STEPS, delta_bytes.tables),
     Benchmark("join", join.STEPS, join.tables),
     Benchmark("membership_traffic", membership_traffic.STEPS, membership_traffic.tables),
+    Benchmark("hot_path", hot_path.STEPS, hot_path.tables),
     Benchmark("mutation_cost", mutation_cost.STEPS, mutation_cost.tables),
     Benchmark("validation_cost", validation_cost.STEPS, validation_cost.tables),
     Benchmark("persistence", len(PERSISTENCE_SAVES), persistence_tables),

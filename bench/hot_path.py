@@ -1,0 +1,165 @@
+"""The hot path against the machinery under it: a mutation vs an ask, vs the codec.
+
+Run: ``python -m bench.hot_path``. Not a test.
+
+* **Blocking mutate vs a bare Pykka ask**: ``shard.mutate(increment)`` on a
+  Pykka node (alone, and with two peers in the same process), against an ask
+  to a Pykka echo actor in the same process and run: the floor of one
+  blocking call through an actor.
+* **Deterministic mutate + delivery vs the codec**: ``mutate`` plus
+  ``run_until_idle`` on a 3-node deterministic cluster (both peers updated),
+  against one encode and two decodes of the same state and frame (msgpack +
+  pydantic, ``WireCodec``): the floor of sending one state to two peers.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench._report import Table, Tick, fmt_seconds, no_tick, print_tables, ratio
+
+__all__ = ["STEPS", "main", "tables"]
+
+REPEATS = 5
+CALLS = 2000
+STEPS = 3
+
+
+def _per_call(fn: Callable[[], object], calls: int = CALLS) -> float:
+    """Median seconds per call over ``REPEATS`` runs of ``calls`` calls."""
+    runs = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        runs.append((time.perf_counter() - start) / calls)
+    return statistics.median(runs)
+
+
+def blocking_mutate(nodes: int) -> tuple[float, float]:
+    """(bare ask, blocking mutate) seconds per call, ``nodes`` Pykka nodes in one process."""
+    import pykka
+
+    from dstate_core import DStateNode
+    from dstate_core.testing import TestState
+    from dstate_pykka import PykkaNetwork, PykkaRuntime
+
+    class Echo(pykka.ThreadingActor):
+        def on_receive(self, message: Any) -> Any:
+            return message
+
+    network = PykkaNetwork()
+    runtimes = [PykkaRuntime(node, network) for node in "abc"[:nodes]]
+    dnodes = [DStateNode(runtime) for runtime in runtimes]
+    shards = [node.register(TestState) for node in dnodes]
+    echo = Echo.start()
+    try:
+        deadline = time.monotonic() + 10
+        while any(len(s.snapshot()) < nodes for s in shards) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        increment = TestState.increment(1)
+        writer = shards[0]
+        for _ in range(200):  # warm up both paths
+            echo.ask(1)
+            writer.mutate(increment)
+        bare = _per_call(lambda: echo.ask(1))
+        mutate = _per_call(lambda: writer.mutate(increment))
+    finally:
+        echo.stop()
+        for node in dnodes:
+            node.shutdown()
+        for runtime in runtimes:
+            runtime.shutdown()
+        network.close()
+    return bare, mutate
+
+
+def deterministic_mutate() -> tuple[float, float, float]:
+    """Seconds per call: one encode + two decodes of the state (msgpack + pydantic), the
+    same with ``WireCodec`` frames around it, and mutate + delivery to 2 peers."""
+    from dstate_core import Generation
+    from dstate_core.testing import TestState, local_cluster
+    from dstate_core.wire._codec import WireCodec
+    from dstate_core.wire._messages import FullSnapshot
+
+    codec = WireCodec()
+    state = TestState(value=7, label="bench", items={"a": 1, "b": 2})
+
+    def state_floor() -> None:
+        payload = state.serialize_state()
+        for _ in range(2):
+            TestState.deserialize_state(payload, 1)
+
+    def framed_floor() -> None:
+        frame = codec.encode(
+            FullSnapshot("test_state", "a", Generation(1, 1), 1, state.serialize_state(), 0, 0)
+        )
+        for _ in range(2):
+            message: Any = codec.decode(frame)
+            TestState.deserialize_state(message.payload, message.wire_version)
+
+    with local_cluster(["a", "b", "c"]) as cluster:
+        shards = {node: cluster.node(node).register(TestState) for node in cluster.node_ids}
+        cluster.run_until_idle()
+        writer = shards["a"]
+        writer.mutate(lambda s: s.items.update(a=1, b=2))
+        cluster.run_until_idle()
+        increment = TestState.increment(1)
+
+        def replicate() -> None:
+            writer.mutate(increment)
+            cluster.run_until_idle()
+
+        floor = _per_call(state_floor)
+        framed = _per_call(framed_floor)
+        mutate = _per_call(replicate, CALLS // 4)
+        if shards["c"].snapshot()["a"].generation != writer.state.generation:
+            raise RuntimeError("the last mutation did not reach c")
+    return floor, framed, mutate
+
+
+def tables(tick: Tick = no_tick) -> list[Table]:
+    """Both comparisons as result tables."""
+    logging.getLogger("dstate").setLevel(logging.WARNING)
+    blocking = Table(
+        "Blocking mutate vs a bare Pykka ask",
+        f"`shard.mutate(increment)` on a Pykka node, median of {REPEATS} runs of {CALLS} "
+        "calls. Baseline, same process and run: `ask` to a Pykka echo actor. With peers, all "
+        "3 nodes share the process (and its GIL): the peers decode and apply each update "
+        "while the writer waits for its next turn.",
+        ["nodes in the process", "bare ask (baseline)", "blocking mutate", "vs baseline"],
+    )
+    for nodes in (1, 3):
+        bare, mutate = blocking_mutate(nodes)
+        blocking.add(str(nodes), fmt_seconds(bare), fmt_seconds(mutate), ratio(mutate, bare))
+        tick(f"blocking mutate, {nodes} node(s)")
+    floor, framed, mutate = deterministic_mutate()
+    codec = Table(
+        "Deterministic mutate + delivery vs the codec",
+        "`mutate` + `run_until_idle` on a 3-node deterministic cluster (both peers hold the "
+        f"new generation), median of {REPEATS} runs. Baseline, same run: one encode and two "
+        "decodes of the same state (`serialize_state`, `deserialize_state`: msgpack + "
+        "pydantic); also the same inside `WireCodec` frames (what crosses the wire).",
+        ["case", "per mutation", "vs baseline"],
+    )
+    codec.add("one encode + two decodes of the state (baseline)", fmt_seconds(floor), "x1.00")
+    codec.add("the same, framed by `WireCodec`", fmt_seconds(framed), ratio(framed, floor))
+    codec.add("mutate + delivery to 2 peers", fmt_seconds(mutate), ratio(mutate, floor))
+    codec.notes.append(
+        "The rest is the engine (copy, validation, generations, the receiver rules on each "
+        "peer, the view tables) and the simulated runtime's actors and network."
+    )
+    tick("deterministic mutate")
+    return [blocking, codec]
+
+
+def main() -> None:
+    print_tables(tables())
+
+
+if __name__ == "__main__":
+    main()
