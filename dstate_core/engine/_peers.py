@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from ..model._diagnostics import HealthStatus, PeerSyncStatus, StateHealth
 from ..model._generation import Generation
 
-__all__ = ["Membership", "PeerState", "PeerStatuses", "grade_peers", "grade_state"]
+__all__ = [
+    "AT_DEFAULT_STALENESS",
+    "Membership",
+    "PeerState",
+    "PeerStatuses",
+    "grade_peers",
+    "grade_state",
+]
 
 
 class Membership:
@@ -167,13 +174,17 @@ class PeerStatuses:
         return sorted(self._rows.items())
 
 
+#: ``contact_within`` of :func:`grade_state`: contact is due within ``default_staleness``.
+AT_DEFAULT_STALENESS = -1.0
+
+
 def grade_state(
     state_name: str,
     peers: list[PeerSyncStatus],
     now: float,
     default_staleness: float,
     *,
-    contact_within: float | None = -1.0,
+    contact_within: float | None = AT_DEFAULT_STALENESS,
     pullable: bool = False,
     announced: Mapping[str, float] | None = None,
 ) -> StateHealth:
@@ -189,7 +200,8 @@ def grade_state(
     * the view is behind a generation the peer announced or sent, and queries
       do not pull (``pullable`` off); with ``pullable``, the next query pulls it;
     * the strategy promises contact (a periodic sync, ``contact_within``
-      seconds: ``-1`` means ``default_staleness``) and none came in time (a
+      seconds; :data:`AT_DEFAULT_STALENESS`, the default: ``default_staleness``)
+      and none came in time (a
       sync, or a change-feed announcement in ``announced``). Without that
       promise an idle peer's old view is not evidence of anything: the peer
       pushes or announces its changes, and the runtime's failure detector
@@ -220,13 +232,13 @@ def grade_peers(
     now: float,
     default_staleness: float,
     *,
-    contact_within: float | None = -1.0,
+    contact_within: float | None = AT_DEFAULT_STALENESS,
     pullable: bool = False,
     announced: Mapping[str, float] | None = None,
 ) -> dict[str, HealthStatus]:
     """Each peer row's grade (see :func:`grade_state`): ``HEALTHY`` fresh, ``DEGRADED``
     stale, ``UNHEALTHY`` failing."""
-    bound = default_staleness if contact_within == -1.0 else contact_within
+    bound = default_staleness if contact_within == AT_DEFAULT_STALENESS else contact_within
     heard = announced or {}
     grades: dict[str, HealthStatus] = {}
     for row in peers:
