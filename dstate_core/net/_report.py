@@ -19,6 +19,7 @@ the I/O thread busy.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -148,6 +149,8 @@ StatusSource = Callable[[], tuple[bool, list[StateReport]]]
 #: Status requests answered per second at most (the rest are refused and counted).
 MAX_ANSWERS_PER_SECOND = 20
 
+_log = logging.getLogger("dstate.net")
+
 
 class StatusDesk:
     """Builds a node's answers to status requests.
@@ -185,7 +188,13 @@ class StatusDesk:
         self._answered += 1
         with self._lock:
             source = self._source
-        ready, states = source() if source is not None else (False, [])
+        ready = False
+        states: list[StateReport] = []
+        if source is not None:
+            try:
+                ready, states = source()
+            except Exception:  # the node is shutting down, say: report no states
+                _log.debug("node %r: its status source failed", self._node, exc_info=True)
         report = NodeReport(
             node=self._node,
             address=self._address,

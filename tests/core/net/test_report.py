@@ -123,3 +123,14 @@ def test_cluster_health_needs_every_member() -> None:
     assert not ClusterStatus([MemberStatus("a", "h:1", False, ok.states)]).healthy
     degraded = MemberStatus("a", "h:1", True, [StateRow("s", "7:1", 0, "DEGRADED")])
     assert not ClusterStatus([degraded]).healthy
+
+
+def test_a_failing_source_is_reported_as_no_states() -> None:
+    desk = StatusDesk("a", "127.0.0.1:7100", "1-x")
+
+    def broken() -> tuple[bool, list[StateReport]]:
+        raise RuntimeError("the node is shutting down")
+
+    desk.answer_with(broken)
+    _, report = decode_status_reply(desk.answer(1, {}) or b"")
+    assert (report.ready, report.states) == (False, [])
