@@ -1,11 +1,10 @@
 """``TcpNetwork``: a node process's encrypted, authenticated link to its cluster.
 
-One :class:`TcpNetwork` per node process. It listens on one TCP port
-(ZeroMQ, CURVE-encrypted and authenticated with keys derived from the
-cluster secret), runs the membership engine (:mod:`~._membership`) on its I/O
-thread, and carries a runtime's parcels to the members. A runtime attaches
-to it (:meth:`TcpNetwork.attach`) and gets the parcels that arrive and the
-members it can reach.
+One :class:`TcpNetwork` per node process. It listens on one TCP port (ZeroMQ,
+CURVE), runs the membership engine (:mod:`~._membership`) on its I/O thread,
+carries a runtime's parcels to the members, and answers observers' status
+requests (:mod:`~._report`). A runtime attaches to it (:meth:`TcpNetwork.attach`)
+and gets the parcels that arrive and the members it can reach.
 
 Threads: sends go out from the caller's thread straight onto the peer's
 socket (no hand-off to another thread); one I/O thread receives, runs the
@@ -396,7 +395,11 @@ class TcpNetwork:
         """Answer an observer on the connection its request came on."""
         with self._lock:
             members = dict(self._routes)
-        answer = self._desk.answer(request.nonce, members)
+        try:
+            answer = self._desk.answer(request.nonce, members)
+        except ValueError:  # a report past the caps (more than 10,000 peers, say)
+            self._log.warning("cannot build a status report", exc_info=True)
+            return
         if answer is None:
             self._reject("status requests over the rate limit", frame_peer_address(frame))
             return
