@@ -15,29 +15,16 @@ Run: ``python -m bench.hot_path``. Not a test.
 from __future__ import annotations
 
 import logging
-import statistics
 import time
-from collections.abc import Callable
 from typing import Any
 
-from bench._report import Table, Tick, fmt_seconds, no_tick, print_tables, ratio
+from bench._report import Table, Tick, fmt_seconds, median_time, no_tick, print_tables, ratio
 
 __all__ = ["STEPS", "main", "tables"]
 
 REPEATS = 5
 CALLS = 2000
 STEPS = 3
-
-
-def _per_call(fn: Callable[[], object], calls: int = CALLS) -> float:
-    """Median seconds per call over ``REPEATS`` runs of ``calls`` calls."""
-    runs = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        runs.append((time.perf_counter() - start) / calls)
-    return statistics.median(runs)
 
 
 def blocking_mutate(nodes: int) -> tuple[float, float]:
@@ -66,8 +53,8 @@ def blocking_mutate(nodes: int) -> tuple[float, float]:
         for _ in range(200):  # warm up both paths
             echo.ask(1)
             writer.mutate(increment)
-        bare = _per_call(lambda: echo.ask(1))
-        mutate = _per_call(lambda: writer.mutate(increment))
+        bare = median_time(lambda: echo.ask(1), CALLS, REPEATS)
+        mutate = median_time(lambda: writer.mutate(increment), CALLS, REPEATS)
     finally:
         echo.stop()
         for node in dnodes:
@@ -114,9 +101,9 @@ def deterministic_mutate() -> tuple[float, float, float]:
             writer.mutate(increment)
             cluster.run_until_idle()
 
-        floor = _per_call(state_floor)
-        framed = _per_call(framed_floor)
-        mutate = _per_call(replicate, CALLS // 4)
+        floor = median_time(state_floor, CALLS, REPEATS)
+        framed = median_time(framed_floor, CALLS, REPEATS)
+        mutate = median_time(replicate, CALLS // 4, REPEATS)
         if shards["c"].snapshot()["a"].generation != writer.state.generation:
             raise RuntimeError("the last mutation did not reach c")
     return floor, framed, mutate

@@ -16,9 +16,9 @@ from pathlib import Path
 from dstate_core.process import (
     CliError,
     NodeProcess,
-    OneLineParser,
     add_node_options,
     check_seconds,
+    one_command_parser,
     parse_node_options,
     run_node_command,
 )
@@ -33,16 +33,14 @@ _SECRET = "--secret-file"
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m dstate_pykka`` parser (one subcommand: ``node``)."""
-    parser = OneLineParser(prog=PROG, description="Run dstate nodes on Pykka, over the network.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    node = commands.add_parser(
+    parser, node = one_command_parser(
+        PROG,
+        "Run dstate nodes on Pykka, over the network.",
         "node",
-        help="run one node process",
-        description=(
-            "Run one dstate node hosting the given states; it joins the other node processes "
-            "through its seeds, encrypted with the cluster secret. Control it with JSON lines "
-            'on stdin (see docs/network.md); stop it with Ctrl-C, SIGTERM or {"cmd": "shutdown"}.'
-        ),
+        "run one node process",
+        "Run one dstate node hosting the given states; it joins the other node processes "
+        "through its seeds, encrypted with the cluster secret. Control it with JSON lines "
+        'on stdin (see docs/network.md); stop it with Ctrl-C, SIGTERM or {"cmd": "shutdown"}.',
     )
     add_node_options(node, "docs/network.md", secret_option=_SECRET)
     node.add_argument(

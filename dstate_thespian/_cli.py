@@ -21,11 +21,11 @@ from pathlib import Path
 from dstate_core.process import (
     CliError,
     NodeProcess,
-    OneLineParser,
     add_node_options,
     check_seconds,
     is_local_address,
     normalize_address,
+    one_command_parser,
     parse_node_options,
     route_to,
     run_node_command,
@@ -40,16 +40,14 @@ PROG = "python -m dstate_thespian"
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m dstate_thespian`` parser (one subcommand: ``node``)."""
-    parser = OneLineParser(prog=PROG, description="Run dstate nodes on Thespian.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    node = commands.add_parser(
+    parser, node = one_command_parser(
+        PROG,
+        "Run dstate nodes on Thespian.",
         "node",
-        help="run one node process",
-        description=(
-            "Run one dstate node hosting the given states in its own Thespian actor system. "
-            "Control it with JSON lines on stdin (see docs/thespian.md); stop it with Ctrl-C, "
-            'SIGTERM or {"cmd": "shutdown"}.'
-        ),
+        "run one node process",
+        "Run one dstate node hosting the given states in its own Thespian actor system. "
+        "Control it with JSON lines on stdin (see docs/thespian.md); stop it with Ctrl-C, "
+        'SIGTERM or {"cmd": "shutdown"}.',
     )
     add_node_options(node, "docs/thespian.md")
     node.add_argument(

@@ -33,6 +33,7 @@ __all__ = [
     "add_node_options",
     "check_data_dir",
     "check_seconds",
+    "one_command_parser",
     "parse_node_options",
     "parse_state",
     "read_secret",
@@ -61,6 +62,16 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """Print ``message`` in one line and exit with status 2."""
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def one_command_parser(
+    prog: str, description: str, command: str, summary: str, details: str
+) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """A ``python -m ...`` parser with one subcommand, and the subcommand's parser (both
+    with one-line errors): ``summary`` is its line in ``--help``, ``details`` its own help."""
+    parser = OneLineParser(prog=prog, description=description)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    return parser, commands.add_parser(command, help=summary, description=details)
 
 
 @dataclass(frozen=True)

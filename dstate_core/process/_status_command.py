@@ -24,7 +24,7 @@ from typing import Any, TextIO
 from ..net._observer import Observer
 from ..net._report import NodeReport, StateReport
 from ..net._settings import parse_address
-from ._options import CliError, OneLineParser, check_seconds, read_secret
+from ._options import CliError, check_seconds, one_command_parser, read_secret
 
 __all__ = ["ClusterStatus", "MemberStatus", "StateRow", "build_parser", "main", "observe"]
 
@@ -204,16 +204,14 @@ def _rich_table(status: ClusterStatus) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m dstate_core`` parser (one subcommand: ``status``)."""
-    parser = OneLineParser(prog=PROG, description="Look at a running dstate network cluster.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    status = commands.add_parser(
+    parser, status = one_command_parser(
+        PROG,
+        "Look at a running dstate network cluster.",
         "status",
-        help="print every member, its states, generations, lag and health",
-        description=(
-            "Ask a network cluster for its members' status, as an observer (it joins no "
-            "one's views). Exit status: 0 all healthy, 1 otherwise, 2 usage or connection "
-            "error. See docs/network.md."
-        ),
+        "print every member, its states, generations, lag (in generations) and health",
+        "Ask a network cluster for its members' status, as an observer (it joins no one's "
+        "views). Exit status: 0 all healthy, 1 otherwise, 2 usage or connection error. "
+        "See docs/network.md.",
     )
     status.add_argument(
         "--seed",
