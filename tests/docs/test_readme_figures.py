@@ -43,7 +43,7 @@ def test_the_readme_names_the_results_date() -> None:
 
 
 #: A timing or a rate in a guide: what a benchmark measures.
-MEASURED = re.compile(r"\d[\d,]*(?:\.\d+)?\s?(?:µs|ms)\b|\d[\d,]*(?:\.\d+)?/s\b")
+MEASURED = re.compile(r"\d[\d,]*(?:\.\d+)?\s?(?:ns|µs|ms)\b|\d[\d,]*(?:\.\d+)?/s\b")
 #: Figures in the guides that are settings or facts of the platform, not measurements.
 NOT_MEASURED = {
     ("network.md", "200 ms"),  # the kernel's first TCP retransmission timeout
