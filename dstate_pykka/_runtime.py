@@ -110,7 +110,12 @@ class PykkaRuntime(RuntimeBase, SchedulerTimers):
         self._scheduler = TimerScheduler(node_id)
         self._tcp: TcpLink | None = None
         if isinstance(network, TcpNetwork):
-            self._tcp = TcpLink(network, node_id, self)
+            self._tcp = TcpLink(
+                network,
+                node_id,
+                self,
+                later=lambda delay, fire: self._scheduler.schedule(delay, None, fire),
+            )
             self._events = ClusterEventsView(self._tcp.remote.directory, self._check_open)
             if join:
                 self.join_cluster(join_timeout)

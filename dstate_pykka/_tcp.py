@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from dstate_core.net import JoinRefusedError, TcpNetwork
 from dstate_core.runtime import LocalActors, RemoteActorRef, RemoteTraffic
@@ -30,14 +30,20 @@ class TcpLink:
         ValueError: the network belongs to another node id, or to another runtime.
     """
 
-    def __init__(self, network: TcpNetwork, node_id: str, local: LocalActors) -> None:
+    def __init__(
+        self,
+        network: TcpNetwork,
+        node_id: str,
+        local: LocalActors,
+        later: Callable[[float, Callable[[], None]], object] | None = None,
+    ) -> None:
         if network.node_id != node_id:
             raise ValueError(
                 f"the network was made for node {network.node_id!r}, not {node_id!r}: "
                 "give both the same node id"
             )
         self.network = network
-        self.remote = RemoteTraffic(node_id, network.incarnation, network.post, local)
+        self.remote = RemoteTraffic(node_id, network.incarnation, network.post, local, later=later)
         network.attach(self.remote)
 
     def join(self, timeout: float, cancel: threading.Event | None = None) -> bool:

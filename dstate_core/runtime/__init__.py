@@ -48,6 +48,7 @@ from ._protocol import (
     check_positive_seconds,
 )
 from ._remote import (
+    GROUP_REPEATS,
     REMOTE_ASK_LIMIT,
     LocalActor,
     LocalActors,
@@ -60,6 +61,7 @@ from ._threaded import ActorOwner, ThreadedActor, ThreadedActorHost, ThreadedAct
 
 __all__ = [
     "ALL_PEERS",
+    "GROUP_REPEATS",
     "REMOTE_ASK_LIMIT",
     "WANT_GROUPS",
     "ActorAskTimeout",

@@ -59,7 +59,14 @@ class ParcelRuntime(RuntimeBase, SchedulerTimers):
         self._actors = ThreadedActorHost(node_id, self._log)
         self._scheduler = TimerScheduler(node_id)
         self._groups: LocalGroups[ThreadedActor] = LocalGroups()
-        self.remote = RemoteTraffic(node_id, self._inc, self._post, self, faults)
+        self.remote = RemoteTraffic(
+            node_id,
+            self._inc,
+            self._post,
+            self,
+            faults,
+            later=lambda delay, fire: self._scheduler.schedule(delay, None, fire),
+        )
         self._events = ClusterEventsView(self.remote.directory, self._check_open)
 
     # -- what a subclass provides -----------------------------------------------------

@@ -32,6 +32,7 @@ from ._parcels import ALL_PEERS, WANT_GROUPS, Parcel, ParcelKind, decode_groups,
 from ._protocol import ActorAskTimeout, PendingReply, check_positive_seconds
 
 __all__ = [
+    "GROUP_REPEATS",
     "REMOTE_ASK_LIMIT",
     "LocalActor",
     "LocalActors",
@@ -42,6 +43,10 @@ __all__ = [
 
 #: How long a node serves an ask from another node before giving up.
 REMOTE_ASK_LIMIT = 60.0
+
+
+#: Seconds after a group-table change at which it is told to every peer again.
+GROUP_REPEATS = (0.5, 2.0)
 
 
 class RemoteAskError(DStateError):
@@ -91,6 +96,8 @@ class RemoteTraffic:
         local: the runtime's own actors and groups.
         faults: the test clusters' fault model; inbound data from a node it
             separates from this one is dropped (membership traffic passes).
+        later: ``later(seconds, fn)`` runs ``fn`` on a timer (the runtime's); with
+            it, a group-table change is told again (:meth:`publish_groups`).
 
     Concurrency: thread-safe. :meth:`on_parcel` and :meth:`on_view` run on the
     transport's receiving thread, in arrival order.
@@ -103,8 +110,10 @@ class RemoteTraffic:
         post: Callable[[Parcel], None],
         local: LocalActors,
         faults: FaultModel | None = None,
+        later: Callable[[float, Callable[[], None]], object] | None = None,
     ) -> None:
         self._node_id = node_id
+        self._later = later
         self._inc = incarnation
         self._post_parcel = post
         self._local = local
@@ -202,7 +211,22 @@ class RemoteTraffic:
         return value
 
     def publish_groups(self, dst: str = ALL_PEERS, want_reply: bool = False) -> None:
-        """Tell ``dst`` (default: every peer) this node's group table."""
+        """Tell ``dst`` (default: every peer) this node's group table.
+
+        A change told to every peer is told again :data:`GROUP_REPEATS` seconds later
+        (when the runtime gave a ``later``): the update is sent once, unacknowledged, and
+        a transport may lose it while its view changes (a peer that has not admitted
+        this node yet drops it). A later copy of the same table changes nothing.
+        """
+        self._send_table(dst, want_reply)
+        if dst == ALL_PEERS and not want_reply and self._later is not None:
+            for delay in GROUP_REPEATS:
+                try:
+                    self._later(delay, self._send_table)
+                except DStateError:  # the runtime is shutting down
+                    return
+
+    def _send_table(self, dst: str = ALL_PEERS, want_reply: bool = False) -> None:
         if not self._closed:
             table = encode_groups(self._local.group_table())
             self._post(dst, ParcelKind.GROUPS, "", table, WANT_GROUPS if want_reply else "")
