@@ -95,15 +95,9 @@ class SendTo:
 
 @dataclass(frozen=True, slots=True)
 class Broadcast:
-    """Send encoded bytes to every peer's dstate inbox.
-
-    ``snapshot`` marks a full snapshot of the own shard: a later one sent in
-    the same batch of mutations makes it redundant (see
-    :meth:`~._engine.ShardEngine.withdraw`).
-    """
+    """Send encoded bytes to every peer's dstate inbox."""
 
     data: bytes
-    snapshot: bool = False
 
 
 @dataclass(frozen=True, slots=True)

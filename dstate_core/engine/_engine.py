@@ -46,11 +46,10 @@ from ..model._errors import MutationError
 from ..model._generation import Generation, StateObject, StateViewObject
 from ..model._state import DistributedState, validate_state_type
 from ..wire._codec import WireCodec
-from ..wire._messages import DeltaUpdate, FullSnapshot, RequestSnapshot, SnapshotReply
+from ..wire._messages import DeltaRun, DeltaUpdate, FullSnapshot, RequestSnapshot, SnapshotReply
 from ._actions import (
     PERIODIC_SYNC,
     Action,
-    Broadcast,
     DelayedPushTimer,
     NotifyView,
     PeriodicSyncTimer,
@@ -91,7 +90,9 @@ class Mutation(Generic[S]):
 
     The shell carries out :attr:`save` (if any), then calls
     :meth:`ShardEngine.commit`. If the save fails it drops the mutation:
-    nothing in the engine changed.
+    nothing in the engine changed. A mutation may be prepared on top of another
+    one not committed yet (``after``); a batch is committed in one go
+    (:meth:`ShardEngine.commit_batch`) after one save of its last state.
 
     Attributes:
         generation: the generation the commit will give the own shard.
@@ -103,6 +104,8 @@ class Mutation(Generic[S]):
     prepared: PreparedMutation[S]
     plan: SendPlan
     base: StateObject[S]
+    #: The generation peers were last sent once this mutation is committed.
+    last_sent: Generation | None
 
 
 class ShardEngine(Generic[S]):
@@ -199,8 +202,16 @@ class ShardEngine(Generic[S]):
 
     # -- mutation -----------------------------------------------------------------
 
-    def mutate(self, fn: Callable[[S], Any], *, with_delta: bool = False) -> Mutation[S]:
+    def mutate(
+        self, fn: Callable[[S], Any], *, with_delta: bool = False, after: Mutation[S] | None = None
+    ) -> Mutation[S]:
         """Apply ``fn`` to a copy of the own state and encode what it sends; commit nothing.
+
+        Args:
+            fn: the mutation.
+            with_delta: ``fn`` returns a change for the delta hooks.
+            after: a mutation prepared and not committed yet: this one starts from
+                its result (a batch); commit both with :meth:`commit_batch`.
 
         Returns:
             The prepared mutation: carry out its ``save``, then :meth:`commit` it.
@@ -214,20 +225,23 @@ class ShardEngine(Generic[S]):
         """
         if not callable(fn):
             raise TypeError(f"mutate() takes a callable fn(state), got {fn!r}")
-        base = self.own
-        prepared = self._kind.prepare(
-            base, self._own_view_value(), fn, with_delta=with_delta, clock=self._clock
-        )
+        if after is None:
+            base, old_view, last_sent = self.own, self._own_view_value(), self._publisher.last_sent
+        else:
+            base, old_view, last_sent = after.prepared.own, after.prepared.view, after.last_sent
+        prepared = self._kind.prepare(base, old_view, fn, with_delta=with_delta, clock=self._clock)
         new_own = prepared.own
         try:
-            plan = self._publisher.prepare(new_own, prepared.view, prepared.delta, prepared.urgency)
+            plan = self._publisher.prepare(
+                new_own, prepared.view, prepared.delta, prepared.urgency, last_sent
+            )
         except Exception as exc:
             raise MutationError(
                 f"state {self.name!r}: the mutation to generation {new_own.generation} was not "
                 f"committed because it cannot be sent to peers: {type(exc).__name__}: {exc}"
             ) from exc
         save = SaveState(new_own, prepared.delta) if self._persists else None
-        return Mutation(new_own.generation, save, prepared, plan, base)
+        return Mutation(new_own.generation, save, prepared, plan, base, plan.sent_after(last_sent))
 
     def commit(self, mutation: Mutation[S]) -> list[Action]:
         """Commit a prepared mutation (its ``save`` done): publish the own view and sync it.
@@ -235,25 +249,29 @@ class ShardEngine(Generic[S]):
         Raises:
             RuntimeError: another mutation was committed since this one was prepared.
         """
-        if mutation.base is not self.own:
-            raise RuntimeError(
-                f"state {self.name!r}: a mutation prepared at {mutation.base.generation} "
-                f"cannot be committed at {self.own.generation}"
-            )
-        self.own = mutation.prepared.own
-        self._metrics.total_mutations += 1
-        actions = self._put_own_view(mutation.prepared.view)
-        actions.extend(self._publisher.commit(mutation.plan))
-        return actions
+        return self.commit_batch([mutation])
 
-    def withdraw(self, action: Broadcast) -> None:
-        """Do not send ``action``, a snapshot broadcast of a mutation in a batch that a
-        later snapshot of the same batch supersedes (receivers would only replace it).
+    def commit_batch(self, mutations: list[Mutation[S]]) -> list[Action]:
+        """Commit mutations prepared one ``after`` the other, in order, once the last
+        one's state is saved. They send less than one by one: a snapshot broadcast that a
+        later one replaces stays home; consecutive deltas leave as one run.
 
-        Only a :class:`Broadcast` with ``snapshot`` set may be withdrawn, and only
-        when no delta broadcast follows it in the batch (a delta builds on it).
+        Raises:
+            RuntimeError: the first was not prepared on the current own state, or the
+                others not each on the one before.
         """
-        self._publisher.withdraw(action)
+        actions: list[Action] = []
+        for mutation in mutations:
+            if mutation.base is not self.own:
+                raise RuntimeError(
+                    f"state {self.name!r}: a mutation prepared at {mutation.base.generation} "
+                    f"cannot be committed at {self.own.generation}"
+                )
+            self.own = mutation.prepared.own
+            self._metrics.total_mutations += 1
+            actions += self._put_own_view(mutation.prepared.view)
+        actions += self._publisher.commit_all([mutation.plan for mutation in mutations])
+        return actions
 
     def _put_own_view(self, view: Any) -> list[Action]:
         own = self.own
@@ -323,7 +341,7 @@ class ShardEngine(Generic[S]):
         return actions
 
     def _on_message(
-        self, message: FullSnapshot | DeltaUpdate | RequestSnapshot | SnapshotReply
+        self, message: FullSnapshot | DeltaUpdate | DeltaRun | RequestSnapshot | SnapshotReply
     ) -> list[Action]:
         target = message.snapshot if isinstance(message, SnapshotReply) else message
         if target.state_name != self.name:
@@ -337,6 +355,8 @@ class ShardEngine(Generic[S]):
             return self._receiver.snapshot(message, None)
         if isinstance(message, DeltaUpdate):
             return self._receiver.delta(message)
+        if isinstance(message, DeltaRun):
+            return self._receiver.run(message)
         return self._on_request(message)
 
     def _on_request(self, request: RequestSnapshot) -> list[Action]:

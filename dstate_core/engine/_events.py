@@ -14,6 +14,7 @@ from typing import Any
 from ..model._generation import StateObject
 from ..wire._messages import (
     ChangeNotification,
+    DeltaRun,
     DeltaUpdate,
     FullSnapshot,
     RequestSnapshot,
@@ -44,7 +45,7 @@ class StateLoaded:
 class MessageReceived:
     """A decoded, authenticated message for this state arrived from a peer."""
 
-    message: FullSnapshot | DeltaUpdate | RequestSnapshot | SnapshotReply
+    message: FullSnapshot | DeltaUpdate | DeltaRun | RequestSnapshot | SnapshotReply
 
     @property
     def source_node(self) -> str:

@@ -10,7 +10,10 @@ Otherwise (deltas suppressed, coalesced, or announced only) the next broadcast
 is one full snapshot.
 
 Sending is split in two phases so a mutation can be rolled back: :meth:`prepare`
-encodes everything and changes nothing; :meth:`commit` records it.
+encodes everything and changes nothing; :meth:`commit` records it. Mutations
+committed together (a batch) send less (:meth:`commit_all`): a snapshot
+broadcast that a later one of the batch replaces stays home, and consecutive
+delta broadcasts leave as one :class:`DeltaRun` frame.
 """
 
 from __future__ import annotations
@@ -27,7 +30,13 @@ from ..model._diagnostics import MetricCounters
 from ..model._generation import Generation, StateObject
 from ..model._urgency import SyncUrgency, UrgencyKind
 from ..wire._codec import WireCodec
-from ..wire._messages import ChangeNotification, DeltaUpdate, FullSnapshot, SnapshotReply
+from ..wire._messages import (
+    ChangeNotification,
+    DeltaRun,
+    DeltaUpdate,
+    FullSnapshot,
+    SnapshotReply,
+)
 from ._actions import (
     DELAYED_PUSH,
     Action,
@@ -61,6 +70,12 @@ class SendPlan:
     immediate: bool = False
     delay: float = 0.0
     delta: BaseModel | None = None
+    #: The update a delta broadcast sends (to merge consecutive ones into a run).
+    update: DeltaUpdate | None = None
+
+    def sent_after(self, last_sent: Generation | None) -> Generation | None:
+        """The generation peers were last sent once this plan is carried out."""
+        return self.generation if self.step is _Step.BROADCAST else last_sent
 
 
 @dataclass(slots=True)
@@ -109,6 +124,11 @@ class Publisher:
         """Record that peers were given ``generation`` (e.g. at start)."""
         self._broadcast_gen = generation
 
+    @property
+    def last_sent(self) -> Generation | None:
+        """The generation last broadcast (a delta sent now must follow it)."""
+        return self._broadcast_gen
+
     # -- messages -----------------------------------------------------------------
 
     def snapshot(self, own: StateObject[Any], view: Any) -> FullSnapshot:
@@ -129,33 +149,43 @@ class Publisher:
         self._snapshot, self._snapshot_of = snap, own
         return snap
 
-    def _delta_frame(self, own: StateObject[Any], delta: BaseModel) -> bytes:
-        return self._codec.encode(
-            DeltaUpdate(
-                state_name=self._type.NAME,
-                source_node=self._node_id,
-                generation=own.generation,
-                wire_version=self._type.WIRE_VERSION,
-                payload=self._kind.delta_payload(delta),
-                created_time=own.created_time,
-                modified_time=own.modified_time,
-            )
+    def _delta_update(self, own: StateObject[Any], delta: BaseModel) -> DeltaUpdate:
+        return DeltaUpdate(
+            state_name=self._type.NAME,
+            source_node=self._node_id,
+            generation=own.generation,
+            wire_version=self._type.WIRE_VERSION,
+            payload=self._kind.delta_payload(delta),
+            created_time=own.created_time,
+            modified_time=own.modified_time,
         )
 
     def _update_frame(
-        self, own: StateObject[Any], view: Any, delta: BaseModel | None
-    ) -> tuple[bytes, bool]:
-        follows = self._broadcast_gen is not None and self._broadcast_gen.next() == own.generation
-        if delta is not None and follows:
-            return self._delta_frame(own, delta), True
-        return self._codec.encode(self.snapshot(own, view)), False
+        self,
+        own: StateObject[Any],
+        view: Any,
+        delta: BaseModel | None,
+        last_sent: Generation | None,
+    ) -> tuple[bytes, DeltaUpdate | None]:
+        """The frame of an update, and the delta it carries (``None``: a snapshot)."""
+        if delta is not None and last_sent is not None and last_sent.next() == own.generation:
+            update = self._delta_update(own, delta)
+            return self._codec.encode(update), update
+        return self._codec.encode(self.snapshot(own, view)), None
 
     # -- mutations ----------------------------------------------------------------
 
     def prepare(
-        self, own: StateObject[Any], view: Any, delta: BaseModel | None, urgency: SyncUrgency
+        self,
+        own: StateObject[Any],
+        view: Any,
+        delta: BaseModel | None,
+        urgency: SyncUrgency,
+        last_sent: Generation | None,
     ) -> SendPlan:
-        """Decide and encode what a mutation sends; changes nothing (may raise)."""
+        """Decide and encode what a mutation sends, peers having last been sent
+        ``last_sent`` (:attr:`last_sent`, or what the batch before it leaves);
+        changes nothing (may raise)."""
         gen = own.generation
         kind = urgency.kind
         if kind is UrgencyKind.SUPPRESS:
@@ -164,13 +194,14 @@ class Publisher:
             return SendPlan(_Step.DELAY, gen, delay=urgency.delay, delta=delta)
         mode = self._strategy.push_mode
         if kind is UrgencyKind.IMMEDIATE or mode is PushMode.ACTIVE_PUSH:
-            data, is_delta = self._update_frame(own, view, delta)
+            data, update = self._update_frame(own, view, delta, last_sent)
             return SendPlan(
                 _Step.BROADCAST,
                 gen,
                 data=data,
-                is_delta=is_delta,
+                is_delta=update is not None,
                 immediate=kind is UrgencyKind.IMMEDIATE,
+                update=update,
             )
         if mode is PushMode.ACTIVE_FEED_LAZY_PULL:
             return SendPlan(_Step.ANNOUNCE, gen)
@@ -193,7 +224,52 @@ class Publisher:
             return [AnnounceChange(note)]
         return []
 
-    def _broadcast(self, generation: Generation, data: bytes, is_delta: bool) -> list[Action]:
+    def commit_all(self, plans: list[SendPlan]) -> list[Action]:
+        """Carry out the plans of mutations committed together, in order, sending less:
+        a snapshot broadcast replaced by a later one with no delta broadcast between
+        stays home (receivers would only replace it), and consecutive delta broadcasts
+        leave as one run."""
+        superseded = _superseded_snapshots(plans)
+        actions: list[Action] = []
+        index, count = 0, len(plans)
+        while index < count:
+            plan = plans[index]
+            if index in superseded:
+                if plan.immediate:
+                    self._metrics.deltas_immediate += 1
+                index += 1
+                continue
+            end = index + 1
+            while end < count and plan.update is not None and plans[end].update is not None:
+                end += 1  # a delta broadcast, and the delta broadcasts right after it
+            if end - index > 1:
+                actions += self._broadcast_run(plans[index:end])
+            else:
+                actions += self.commit(plan)
+            index = end
+        return actions
+
+    def _broadcast_run(self, plans: list[SendPlan]) -> list[Action]:
+        updates = [plan.update for plan in plans if plan.update is not None]
+        first = updates[0]
+        run = DeltaRun(
+            state_name=first.state_name,
+            source_node=first.source_node,
+            generation=first.generation,
+            wire_version=first.wire_version,
+            created_time=first.created_time,
+            deltas=tuple((update.payload, update.modified_time) for update in updates),
+        )
+        try:
+            data = self._codec.encode(run)
+        except ValueError:  # together over the size cap: one frame each, as prepared
+            return [action for plan in plans for action in self.commit(plan)]
+        self._metrics.deltas_immediate += sum(plan.immediate for plan in plans)
+        return self._broadcast(plans[-1].generation, data, True, len(plans))
+
+    def _broadcast(
+        self, generation: Generation, data: bytes, is_delta: bool, deltas: int = 1
+    ) -> list[Action]:
         actions: list[Action] = []
         if self._window is not None:
             self._window = None
@@ -201,18 +277,12 @@ class Publisher:
         self._broadcast_gen = generation
         peers = self._peer_count
         if is_delta:
-            self._metrics.deltas_sent += peers
+            self._metrics.deltas_sent += peers * deltas
         else:
             self._metrics.snapshots_sent += peers
         self._metrics.bytes_sent += len(data) * peers
-        actions.append(Broadcast(data, snapshot=not is_delta))
+        actions.append(Broadcast(data))
         return actions
-
-    def withdraw(self, action: Broadcast) -> None:
-        """A snapshot broadcast was superseded before it left: uncount it."""
-        peers = self._peer_count
-        self._metrics.snapshots_sent -= peers
-        self._metrics.bytes_sent -= len(action.data) * peers
 
     def _extend_window(self, plan: SendPlan) -> list[Action]:
         deadline = self._clock.now() + plan.delay
@@ -235,8 +305,10 @@ class Publisher:
         if window is None or self._broadcast_gen == own.generation:
             return []
         single = window.count == 1 and window.generation == own.generation
-        data, is_delta = self._update_frame(own, view, window.delta if single else None)
-        return self._broadcast(own.generation, data, is_delta)
+        data, update = self._update_frame(
+            own, view, window.delta if single else None, self._broadcast_gen
+        )
+        return self._broadcast(own.generation, data, update is not None)
 
     def periodic(self, own: StateObject[Any], view: Any) -> list[Action]:
         """The periodic full sync: broadcast a snapshot."""
@@ -258,3 +330,21 @@ class Publisher:
         self._metrics.snapshots_sent += 1
         self._metrics.bytes_sent += len(data)
         return SendTo(peer, data)
+
+
+def _superseded_snapshots(plans: list[SendPlan]) -> set[int]:
+    """The indexes of snapshot broadcasts that a later snapshot broadcast replaces with
+    no delta broadcast between (a delta builds on the snapshot before it)."""
+    superseded: set[int] = set()
+    snapshot_follows = False
+    for index in range(len(plans) - 1, -1, -1):
+        plan = plans[index]
+        if plan.step is not _Step.BROADCAST:
+            continue
+        if plan.is_delta:
+            snapshot_follows = False
+        elif snapshot_follows:
+            superseded.add(index)
+        else:
+            snapshot_follows = True
+    return superseded

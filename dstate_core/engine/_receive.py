@@ -30,7 +30,7 @@ from ..model._clock import Clock
 from ..model._config import VersionMismatchPolicy
 from ..model._diagnostics import MetricCounters
 from ..model._generation import Generation, StateViewObject
-from ..wire._messages import DeltaUpdate, FullSnapshot
+from ..wire._messages import DeltaRun, DeltaUpdate, FullSnapshot
 from ._actions import Action, NotifyView
 from ._kinds import StateKind, Unreadable
 from ._peers import Membership, PeerStatuses
@@ -255,11 +255,30 @@ class Receiver:
 
     def delta(self, update: DeltaUpdate) -> list[Action]:
         """A peer's delta: applied if it follows the view, else a gap to repair by a pull."""
+        return self._delta(update)[0]
+
+    def run(self, run: DeltaRun) -> list[Action]:
+        """A peer's run of consecutive deltas, each as :meth:`delta`; after a gap or an
+        unreadable delta the rest waits for the pull that repairs the view."""
+        actions: list[Action] = []
+        for update in run.updates():
+            done, applied = self._delta(update)
+            actions += done
+            if not applied and update.generation > self._held(update.source_node):
+                break
+        return actions
+
+    def _held(self, source: str) -> Generation:
+        view = self._views.get(source)
+        return view.generation if view is not None else Generation(0, 0)
+
+    def _delta(self, update: DeltaUpdate) -> tuple[list[Action], bool]:
+        """:meth:`delta`, and whether the view took it."""
         source = update.source_node
         self._metrics.deltas_received += 1
         self._metrics.bytes_received += len(update.payload)
         if not self.admit(source, update.generation):
-            return []
+            return [], False
         status = self._statuses.of(source)
         status.saw(update.generation)
         current = self._views.get(source)
@@ -270,26 +289,26 @@ class Receiver:
             if verdict is Verdict.GAP:
                 self._metrics.age_gaps_detected += 1
                 status.gap_count += 1
-                return self._pulls.ensure(source, probe=False)
+                return self._pulls.ensure(source, probe=False), False
             if verdict is not Verdict.APPLY:
                 self._metrics.stale_deltas_discarded += 1
                 if local is not None and self._contradicts(source, update, local):
-                    return self._doubt(source)
-                return []
+                    return self._doubt(source), False
+                return [], False
         try:
             value = self._kind.read_delta(
                 None if current is None else current.value, update.payload, update.wire_version
             )
         except Unreadable as bad:
             self._unreadable(source, bad, actions)
-            return actions
+            return actions, False
         now = self._clock.now()
         view = _view_from(update, value, now, current)
         actions.append(NotifyView(source, self._views.put(view), view))
         self._taken_at[source] = self._pulls.last_request_id
         self._last_payload[source] = (update.generation, True, update.payload)
         status.synced(now, self._push_latency(update.modified_time, None))
-        return actions
+        return actions, True
 
     def _contradicts(self, source: str, update: DeltaUpdate, held: Generation) -> bool:
         """An older delta, or one of the generation held with other bytes than the one

@@ -14,12 +14,14 @@ __all__ = ["PersistError", "StatePersistence"]
 class StatePersistence(Protocol):
     """Stores one node's owned shard of one state type.
 
-    The library calls :meth:`save` after every committed mutation and before
-    anything is published, and :meth:`load` once at registration.
+    The library calls :meth:`save` for every mutation, or once for a batch of
+    pipelined mutations (its last state), before anything of it is published,
+    and :meth:`load` once at registration.
     """
 
     def save(self, state: StateObject[Any], state_delta: Any) -> None:
-        """Durably store ``state``; ``state_delta`` is the mutation's delta or ``None``.
+        """Durably store ``state``; ``state_delta`` is the mutation's delta, or ``None``
+        (a simple state, or a state standing for a batch of mutations).
 
         Raises:
             PersistError: the state was not stored; the mutation is rolled back.

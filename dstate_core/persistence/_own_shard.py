@@ -81,8 +81,14 @@ def load_or_fresh(
     return StateObject(generation, state_type.STORAGE_VERSION, value, wall, wall)
 
 
-def save_or_raise(store: StatePersistence | None, state: StateObject[Any], delta: Any) -> None:
-    """Persist a mutation before it is published.
+def save_or_raise(
+    store: StatePersistence | None,
+    state: StateObject[Any],
+    delta: Any,
+    first: Generation | None = None,
+) -> None:
+    """Persist a mutation, or a batch of them ending in ``state`` (``first`` is the
+    batch's first generation), before it is published.
 
     Raises:
         MutationError: the store failed; ``__cause__`` is its error.
@@ -93,7 +99,13 @@ def save_or_raise(store: StatePersistence | None, state: StateObject[Any], delta
         store.save(state, delta)
     except Exception as exc:
         reason = str(exc) if isinstance(exc, PersistError) else f"{type(exc).__name__}: {exc}"
+        name = type(state.value).NAME
+        last = state.generation
+        what = (
+            f"the mutation to generation {last} was"
+            if first is None or first == last
+            else f"the mutations to generations {first} to {last} (one batch) were"
+        )
         raise MutationError(
-            f"state {type(state.value).NAME!r}: the mutation to generation {state.generation} "
-            f"was not committed because saving it failed: {reason}"
+            f"state {name!r}: {what} not committed because saving failed: {reason}"
         ) from exc

@@ -7,25 +7,29 @@ have many mutations in flight (``mutate(fn, block=False)`` returns a future at
 once), a burst of them costs one actor wake-up, and call order is commit
 order whatever mix of blocking and pipelined calls made them.
 
-A batch sends less: each full-snapshot broadcast that a later one of the same
-batch replaces, with no delta broadcast between (a delta builds on its
-predecessor), stays home (:func:`drop_superseded_snapshots`). So a burst of
-mutations of a simple state is one frame per peer.
+What the actor takes is one batch (:func:`take_batch`): each mutation is
+prepared on the one before, the last state is saved once (one fsync for the
+batch), and the engine commits them together, sending less (a burst of a
+simple state is one snapshot per peer; consecutive deltas leave as one frame).
+A mutation that raises fails alone; a failed save fails the whole batch.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from ..engine._actions import Action, Broadcast
+from ..engine._actions import Action
+from ..engine._engine import Mutation, ShardEngine
+from ..model._errors import MutationError
 from ..model._generation import Generation
+from ..persistence._own_shard import save_or_raise
 
-__all__ = ["MutationQueue", "QueuedMutation", "drop_superseded_snapshots"]
+__all__ = ["CommittedBatch", "MutationQueue", "QueuedMutation", "take_batch"]
 
 
 @dataclass(slots=True)
@@ -72,20 +76,44 @@ class MutationQueue:
                 item.future.set_exception(error())
 
 
-def drop_superseded_snapshots(
-    actions: list[Action], withdraw: Callable[[Broadcast], None]
-) -> list[Action]:
-    """``actions`` without each snapshot broadcast that a later one replaces with no
-    delta broadcast between; ``withdraw`` is told of each one dropped."""
-    kept: list[Action | None] = []
-    waiting: int | None = None  # index in ``kept`` of the last snapshot broadcast
-    for action in actions:
-        if isinstance(action, Broadcast):
-            if action.snapshot and waiting is not None:
-                dropped = kept[waiting]
-                assert isinstance(dropped, Broadcast)
-                withdraw(dropped)
-                kept[waiting] = None
-            waiting = len(kept) if action.snapshot else None
-        kept.append(action)
-    return [action for action in kept if action is not None]
+@dataclass(slots=True)
+class CommittedBatch:
+    """A batch the engine committed: the actions to carry out, then the futures to settle."""
+
+    actions: list[Action]
+    committed: list[tuple[QueuedMutation, Generation]]
+
+    def settle(self) -> None:
+        """Resolve each caller's future with its generation (after the actions ran)."""
+        for item, generation in self.committed:
+            item.future.set_result(generation)
+
+
+def take_batch(engine: ShardEngine[Any], items: Iterable[QueuedMutation]) -> CommittedBatch | None:
+    """Prepare ``items`` in order, each on the one before, save the last state once and
+    commit them together; ``None`` when none of them prepared. Fails the futures of the
+    mutations that raised, or of all of them if the save failed."""
+    batch: list[tuple[QueuedMutation, Mutation[Any]]] = []
+    last: Mutation[Any] | None = None
+    for item in items:
+        try:
+            last = engine.mutate(item.fn, with_delta=item.with_delta, after=last)
+        except Exception as exc:
+            item.future.set_exception(exc)
+            continue
+        batch.append((item, last))
+    if last is None:
+        return None
+    if last.save is not None:
+        # A state standing for several mutations is stored whole: no single delta.
+        delta = last.save.delta if len(batch) == 1 else None
+        try:
+            save_or_raise(engine.config.persistence, last.save.state, delta, batch[0][1].generation)
+        except MutationError as exc:
+            for item, _ in batch:  # one exception object per caller: tracebacks differ
+                error = MutationError(str(exc))
+                error.__cause__ = exc.__cause__
+                item.future.set_exception(error)
+            return None
+    actions = engine.commit_batch([mutation for _, mutation in batch])
+    return CommittedBatch(actions, [(item, mutation.generation) for item, mutation in batch])

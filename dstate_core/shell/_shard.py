@@ -28,16 +28,15 @@ from ..engine._actions import (
     StartTimer,
     TimerKey,
 )
-from ..engine._engine import Mutation, ShardEngine
+from ..engine._engine import ShardEngine
 from ..engine._events import Event, PeerJoined, QueryStarted, StateLoaded, TimerFired
 from ..model._diagnostics import HealthStatus, PeerSyncStatus, StateHealth, StateSyncMetrics
 from ..model._errors import ActorSendError, NodeShutdownError, QueryTimeoutError, StalePeerError
 from ..model._generation import Generation, StateObject, StateViewObject
 from ..model._state import DistributedState
-from ..persistence._own_shard import save_or_raise
 from ..runtime._protocol import ActorAskTimeout, ActorRef, PendingReply, TimerHandle
 from ._host import ShardHost
-from ._pipeline import MutationQueue, QueuedMutation, drop_superseded_snapshots
+from ._pipeline import MutationQueue, QueuedMutation, take_batch
 from ._shard_messages import DRAIN, CancelQuery, OneShot, QueryRequest, Start, Tick
 
 __all__ = ["Projection", "Shard", "Subscription", "ViewCallback"]
@@ -416,31 +415,11 @@ class Shard(Generic[S]):
         return None
 
     def _commit_batch(self) -> None:
-        """Apply, persist and commit every queued mutation in order; send what they send
-        (a snapshot superseded by a later one of the batch stays home); settle the futures.
-        """
-        engine = self._engine
-        actions: list[Action] = []
-        committed: list[tuple[QueuedMutation, Generation]] = []
-        for item in self._pipeline.take():
-            try:
-                mutation = engine.mutate(item.fn, with_delta=item.with_delta)
-                self._save(mutation)
-            except Exception as exc:
-                item.future.set_exception(exc)
-                continue
-            actions += engine.commit(mutation)
-            committed.append((item, mutation.generation))
-        if len(committed) > 1:
-            actions = drop_superseded_snapshots(actions, engine.withdraw)
-        self._execute(actions)
-        for item, generation in committed:
-            item.future.set_result(generation)
-
-    def _save(self, mutation: Mutation[S]) -> None:
-        """Persist a mutation before it is committed (MutationError if the store fails)."""
-        if mutation.save is not None:
-            save_or_raise(self._engine.config.persistence, mutation.save.state, mutation.save.delta)
+        """Commit every queued mutation as one batch; send what it sends; settle futures."""
+        batch = take_batch(self._engine, self._pipeline.take())
+        if batch is not None:
+            self._execute(batch.actions)
+            batch.settle()
 
     def _execute(self, actions: list[Action]) -> None:
         node = self._node

@@ -1,6 +1,6 @@
 """The wire: the bytes that cross nodes, and nothing about what they mean.
 
-Message types (:class:`FullSnapshot`, :class:`DeltaUpdate`,
+Message types (:class:`FullSnapshot`, :class:`DeltaUpdate`, :class:`DeltaRun`,
 :class:`RequestSnapshot`, :class:`SnapshotReply`, :class:`BatchedChangeFeed`)
 and the codec that turns them into versioned msgpack frames and back, with a
 size cap, msgpack limits and an optional HMAC-SHA256 tag. Every decoding
@@ -19,6 +19,7 @@ from ._codec import (
 from ._messages import (
     BatchedChangeFeed,
     ChangeNotification,
+    DeltaRun,
     DeltaUpdate,
     FullSnapshot,
     Message,
@@ -33,6 +34,7 @@ __all__ = [
     "BatchedChangeFeed",
     "ChangeNotification",
     "DecodeReason",
+    "DeltaRun",
     "DeltaUpdate",
     "FullSnapshot",
     "Message",

@@ -162,7 +162,8 @@ class WireCodec:
         if encoder is None:
             raise TypeError(
                 f"cannot encode {type(msg).__qualname__}: expected one of "
-                "FullSnapshot, DeltaUpdate, RequestSnapshot, SnapshotReply, BatchedChangeFeed"
+                "FullSnapshot, DeltaUpdate, DeltaRun, RequestSnapshot, SnapshotReply, "
+                "BatchedChangeFeed"
             )
         payload_size = _payload_size(msg)
         if payload_size > self._max:

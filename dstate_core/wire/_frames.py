@@ -9,6 +9,7 @@ what each type's map holds. Message types (``"t"``) and their keys:
 =========  =====================  ======================================
 ``full``   ``FullSnapshot``       ``s n g w p c m``
 ``delta``  ``DeltaUpdate``        ``s n g w p c m``
+``run``    ``DeltaRun``           ``s n g w c d``
 ``pull``   ``RequestSnapshot``    ``s n r``
 ``reply``  ``SnapshotReply``      ``r`` + the ``full`` keys of its snapshot
 ``feed``   ``BatchedChangeFeed``  ``n f``
@@ -18,7 +19,8 @@ Keys: ``s`` state_name, ``n`` source_node (str, 1..256 chars); ``g``
 generation as ``[incarnation, age]``; ``w`` wire_version (int >= 1); ``p``
 payload (msgpack bin); ``c``/``m`` created/modified time (int >= 0); ``r``
 request_id (int >= 0); ``f`` a list of notifications, each
-``[state_name, source_node, [incarnation, age]]``. Integers must be real ints
+``[state_name, source_node, [incarnation, age]]``; ``d`` a non-empty list of
+deltas, each ``[payload, modified_time]``, the first of generation ``g``. Integers must be real ints
 (never bools) below 2**64. A map must hold exactly its type's keys.
 """
 
@@ -34,6 +36,7 @@ from ..model._generation import Generation
 from ._messages import (
     BatchedChangeFeed,
     ChangeNotification,
+    DeltaRun,
     DeltaUpdate,
     FullSnapshot,
     Message,
@@ -66,6 +69,7 @@ DETAIL_CHARS = 300
 
 _T_FULL = "full"
 _T_DELTA = "delta"
+_T_RUN = "run"
 _T_PULL = "pull"
 _T_REPLY = "reply"
 _T_FEED = "feed"
@@ -74,6 +78,7 @@ _SNAPSHOT_KEYS = frozenset("vtsngwpcm")
 _PULL_KEYS = frozenset("vtsnr")
 _REPLY_KEYS = _SNAPSHOT_KEYS | {"r"}
 _FEED_KEYS = frozenset("vtnf")
+_RUN_KEYS = frozenset("vtsngwcd")
 
 _FIELD_NAMES = {
     "v": "protocol version",
@@ -87,6 +92,7 @@ _FIELD_NAMES = {
     "m": "modified_time",
     "r": "request_id",
     "f": "notifications",
+    "d": "deltas",
 }
 
 
@@ -228,6 +234,29 @@ def _decode_delta(d: dict[str, Any]) -> Message:
     )
 
 
+def _decode_run(d: dict[str, Any]) -> Message:
+    _check_keys(d, _RUN_KEYS, _T_RUN)
+    raw = d["d"]
+    if type(raw) is not list or not raw:
+        bad_field("d", "a non-empty array of [payload, modified_time]", raw)
+    deltas = []
+    for index, item in enumerate(raw):
+        if type(item) is not list or len(item) != 2 or type(item[0]) is not bytes:
+            bad_field("d", f"[payload, modified_time] arrays (item {index})", item)
+        deltas.append((item[0], _uint(item[1], "d")))
+    generation = _generation(d["g"], "g")
+    if generation.age + len(deltas) - 1 > MAX_UINT:
+        malformed(f"the run's last age is over 2**64-1 (first {generation}, {len(deltas)} deltas)")
+    return DeltaRun(
+        state_name=_name(d["s"], "s"),
+        source_node=_name(d["n"], "n"),
+        generation=generation,
+        wire_version=_uint(d["w"], "w", 1),
+        created_time=_uint(d["c"], "c"),
+        deltas=tuple(deltas),
+    )
+
+
 def _decode_pull(d: dict[str, Any]) -> Message:
     _check_keys(d, _PULL_KEYS, _T_PULL)
     return RequestSnapshot(
@@ -285,6 +314,7 @@ def _decode_feed(d: dict[str, Any]) -> Message:
 DECODERS: dict[str, Callable[[dict[str, Any]], Message]] = {
     _T_FULL: _decode_full,
     _T_DELTA: _decode_delta,
+    _T_RUN: _decode_run,
     _T_PULL: _decode_pull,
     _T_REPLY: _decode_reply,
     _T_FEED: _decode_feed,
@@ -343,6 +373,35 @@ def _encode_delta(msg: Any) -> dict[str, Any]:
     return _snapshot_map(msg, _T_DELTA)
 
 
+def _encode_run(msg: Any) -> dict[str, Any]:
+    deltas = msg.deltas
+    if not isinstance(deltas, tuple | list) or not deltas:
+        raise ValueError(f"DeltaRun.deltas must be a non-empty tuple, got {describe(deltas)}")
+    items = []
+    for i, item in enumerate(deltas):
+        if not isinstance(item, tuple | list) or len(item) != 2:
+            raise ValueError(
+                f"DeltaRun.deltas[{i}] must be (payload, modified_time), got {describe(item)}"
+            )
+        payload, modified = item
+        if not isinstance(payload, bytes | bytearray):
+            raise ValueError(f"DeltaRun.deltas[{i}] payload must be bytes, got {describe(payload)}")
+        items.append([payload, _need_uint(modified, f"DeltaRun.deltas[{i}] modified_time")])
+    generation = _need_generation(msg.generation, "DeltaRun.generation")
+    if generation[1] + len(items) - 1 > MAX_UINT:
+        raise ValueError("DeltaRun's last age would be over 2**64-1")
+    return {
+        "v": PROTOCOL_VERSION,
+        "t": _T_RUN,
+        "s": _need_name(msg.state_name, "DeltaRun.state_name"),
+        "n": _need_name(msg.source_node, "DeltaRun.source_node"),
+        "g": generation,
+        "w": _need_uint(msg.wire_version, "DeltaRun.wire_version", 1),
+        "c": _need_uint(msg.created_time, "DeltaRun.created_time"),
+        "d": items,
+    }
+
+
 def _encode_pull(msg: Any) -> dict[str, Any]:
     return {
         "v": PROTOCOL_VERSION,
@@ -394,6 +453,7 @@ def _encode_feed(msg: Any) -> dict[str, Any]:
 ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {
     FullSnapshot: _encode_full,
     DeltaUpdate: _encode_delta,
+    DeltaRun: _encode_run,
     RequestSnapshot: _encode_pull,
     SnapshotReply: _encode_reply,
     BatchedChangeFeed: _encode_feed,

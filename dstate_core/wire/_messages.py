@@ -14,6 +14,7 @@ from ..model._generation import Generation
 __all__ = [
     "BatchedChangeFeed",
     "ChangeNotification",
+    "DeltaRun",
     "DeltaUpdate",
     "FullSnapshot",
     "Message",
@@ -46,6 +47,39 @@ class DeltaUpdate:
     payload: bytes
     created_time: int
     modified_time: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaRun:
+    """Consecutive deltas of one owner's shard in one frame (mutations committed together).
+
+    ``generation`` is the owner's generation after the first delta; each later
+    delta makes the next age of the same incarnation. ``deltas`` holds each
+    delta's payload and modified time, in order.
+    """
+
+    state_name: str
+    source_node: str
+    generation: Generation
+    wire_version: int
+    created_time: int
+    deltas: tuple[tuple[bytes, int], ...]
+
+    def updates(self) -> list[DeltaUpdate]:
+        """The run as the delta updates it stands for, in order."""
+        incarnation, age = self.generation.incarnation, self.generation.age
+        return [
+            DeltaUpdate(
+                self.state_name,
+                self.source_node,
+                Generation(incarnation, age + offset),
+                self.wire_version,
+                payload,
+                self.created_time,
+                modified_time,
+            )
+            for offset, (payload, modified_time) in enumerate(self.deltas)
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,4 +116,6 @@ class BatchedChangeFeed:
     notifications: tuple[ChangeNotification, ...]
 
 
-Message = FullSnapshot | DeltaUpdate | RequestSnapshot | SnapshotReply | BatchedChangeFeed
+Message = (
+    FullSnapshot | DeltaUpdate | DeltaRun | RequestSnapshot | SnapshotReply | BatchedChangeFeed
+)

@@ -1,7 +1,7 @@
 """Seeded corpus and structure-aware mutators for the fuzz tests (``tests/fuzz``).
 
 The corpus is real traffic: every frame a deterministic 3-node cluster sends
-(``FullSnapshot``, ``DeltaUpdate``, ``RequestSnapshot``, ``SnapshotReply``,
+(``FullSnapshot``, ``DeltaUpdate``, ``DeltaRun``, ``RequestSnapshot``, ``SnapshotReply``,
 ``BatchedChangeFeed``), captured at the simulated network, plus a few valid
 edge-case frames encoded with :class:`~dstate_core.wire.WireCodec`.
 
@@ -31,6 +31,7 @@ from dstate_core.testing import TestDeltaState, TestState, local_cluster
 from dstate_core.wire import (
     BatchedChangeFeed,
     ChangeNotification,
+    DeltaRun,
     FullSnapshot,
     RequestSnapshot,
     SnapshotReply,
@@ -92,12 +93,16 @@ def register_states(cluster: Any) -> dict[str, tuple[Any, Any]]:
 
 
 def drive_traffic(cluster: Any, shards: dict[str, tuple[Any, Any]], rounds: int = 2) -> None:
-    """A few mutations of every shard, delivered."""
+    """A few mutations of every shard, delivered, then a pipelined burst (a delta run)."""
     for i in range(rounds):
         for simple, delta in shards.values():
             simple.mutate(TestState.increment(i + 1))
             delta.mutate_with_delta(TestDeltaState.bump(f"k{i % 2}", i + 1))
         cluster.run_until_idle()
+    for _, delta in shards.values():
+        for i in range(3):
+            delta.mutate_with_delta(TestDeltaState.bump(f"k{i}", i + 1), block=False)
+    cluster.run_until_idle()
 
 
 def capture_corpus(secret: bytes | None = None) -> list[Captured]:
@@ -139,6 +144,14 @@ def capture_corpus(secret: bytes | None = None) -> list[Captured]:
             "a", tuple(ChangeNotification(f"st{i}", "a", Generation(i, i)) for i in range(40))
         ),
         BatchedChangeFeed("c", ()),
+        DeltaRun(
+            "test_delta_state",
+            "b",
+            Generation(2**64 - 1, 2**64 - 3),
+            2**64 - 1,
+            2**64 - 1,
+            ((b"", 0), (payload, 2**64 - 1), (b"\xff" * 300, 1)),
+        ),
     ]
     frames.extend(Captured("a", "b", codec.encode(m)) for m in edge)
     return frames
@@ -494,6 +507,7 @@ class Mutator:
         choices: list[Any] = [
             "full",
             "delta",
+            "run",
             "pull",
             "reply",
             "feed",

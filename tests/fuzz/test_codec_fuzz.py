@@ -188,6 +188,7 @@ def test_codec_without_secret(plain_corpus: list[Captured]) -> None:
     assert {type(WireCodec().decode(c.data)).__name__ for c in plain_corpus} == {
         "FullSnapshot",
         "DeltaUpdate",
+        "DeltaRun",
         "RequestSnapshot",
         "SnapshotReply",
         "BatchedChangeFeed",

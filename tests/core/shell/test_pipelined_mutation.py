@@ -5,15 +5,22 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from concurrent.futures import Future
+from typing import Any
 
 import pytest
 
-from dstate_core import Generation, MutationError, NodeShutdownError, Shard, StateConfig
-from dstate_core.engine import Broadcast
-from dstate_core.shell._pipeline import drop_superseded_snapshots
+from dstate_core import (
+    Generation,
+    MutationError,
+    NodeShutdownError,
+    PersistError,
+    Shard,
+    StateConfig,
+)
 from dstate_core.testing import (
     DeterministicCluster,
     FailingPersistence,
+    InMemoryPersistence,
     TestDeltaState,
     TestState,
     local_cluster,
@@ -173,34 +180,91 @@ def test_a_batch_of_simple_mutations_is_one_frame_per_peer(cluster: Deterministi
     }
 
 
-def test_a_batch_of_deltas_sends_every_delta(cluster: DeterministicCluster) -> None:
+def test_a_batch_of_deltas_is_one_frame_per_peer(cluster: DeterministicCluster) -> None:
     shards = {n: cluster.node(n).register(TestDeltaState) for n in cluster.node_ids}
     cluster.run_until_idle()
     sent = cluster.messages_sent
+    before = shards["a"].metrics().deltas_sent
 
     for _ in range(4):
         shards["a"].mutate_with_delta(TestDeltaState.bump("k", 1), block=False)
     cluster.run_until_idle()
 
-    assert cluster.messages_sent - sent == 8  # each delta builds on the one before
+    assert cluster.messages_sent - sent == 2  # one run of 4 deltas to each of b and c
+    assert shards["a"].metrics().deltas_sent - before == 8
     assert shards["c"].snapshot()["a"].value.total == 4
+    assert shards["c"].metrics().age_gaps_detected == 0
 
 
-def _snap(tag: bytes) -> Broadcast:
-    return Broadcast(tag, snapshot=True)
+@pytest.mark.parametrize("state", [TestState, TestDeltaState])
+def test_a_batch_is_saved_once_as_its_last_state(
+    cluster: DeterministicCluster, state: type[TestState] | type[TestDeltaState]
+) -> None:
+    store = InMemoryPersistence()
+    shard: Shard[Any] = cluster.node("a").register(state, StateConfig(persistence=store))
+    cluster.run_until_idle()
+    saves = store.save_count
+    change = (
+        (lambda: shard.mutate(TestState.increment(), block=False))
+        if state is TestState
+        else (lambda: shard.mutate_with_delta(TestDeltaState.bump("k", 1), block=False))
+    )
+
+    futures = [change() for _ in range(5)]
+    cluster.run_until_idle()
+
+    assert store.save_count - saves == 1
+    assert store.saved is not None
+    assert store.saved.generation == futures[-1].result(timeout=0) == shard.state.generation
+    one = change()  # a batch of one keeps its delta for stores that log deltas
+    cluster.run_until_idle()
+    assert store.save_count - saves == 2
+    assert one.result(timeout=0) == store.saved.generation
 
 
-def test_only_snapshots_with_no_delta_after_them_are_dropped() -> None:
-    withdrawn: list[Broadcast] = []
-    s1, s2, s3 = _snap(b"1"), _snap(b"2"), _snap(b"3")
-    delta, other = Broadcast(b"d"), NotifyViewStub()
+def test_a_failed_batch_save_fails_every_mutation_of_the_batch(
+    cluster: DeterministicCluster,
+) -> None:
+    store = FailingPersistence()
+    shards = {n: cluster.node(n).register(TestState, StateConfig(persistence=store)) for n in "ab"}
+    cluster.run_until_idle()
+    start = shards["a"].state.generation
+    store.fail_next_save()
 
-    kept = drop_superseded_snapshots([s1, other, s2, delta, s3], withdrawn.append)  # type: ignore[list-item]
+    futures = [shards["a"].mutate(TestState.increment(), block=False) for _ in range(3)]
+    cluster.run_until_idle()
 
-    # s1 is replaced by s2 (no delta between); s2 stays: a delta builds on it.
-    assert kept == [other, s2, delta, s3]
-    assert withdrawn == [s1]
+    errors = []
+    for future in futures:
+        with pytest.raises(MutationError, match=r"generations .* to .* \(one batch\)") as info:
+            future.result(timeout=0)
+        errors.append(info.value)
+    assert len({id(error) for error in errors}) == 3  # one exception object per caller
+    assert all(isinstance(error.__cause__, PersistError) for error in errors)
+    assert shards["a"].state.generation == start
+    assert shards["b"].snapshot()["a"].generation == start  # nothing was sent
+    assert shards["a"].mutate(TestState.increment()) == start.next()  # the next one commits
 
 
-class NotifyViewStub:
-    """Any non-broadcast action: it never stops a snapshot from being superseded."""
+def test_a_mutation_that_raises_leaves_the_rest_of_its_batch_one_save(
+    cluster: DeterministicCluster,
+) -> None:
+    store = InMemoryPersistence()
+    shard = cluster.node("a").register(TestState, StateConfig(persistence=store))
+    cluster.run_until_idle()
+    saves = store.save_count
+
+    def boom(state: TestState) -> None:
+        state.value += 100
+        raise ValueError("no")
+
+    ok = [shard.mutate(TestState.increment(), block=False)]
+    failed = shard.mutate(boom, block=False)
+    ok.append(shard.mutate(TestState.increment(), block=False))
+    cluster.run_until_idle()
+
+    with pytest.raises(ValueError, match="no"):
+        failed.result(timeout=0)
+    assert [f.result(timeout=0).age for f in ok] == [1, 2]
+    assert store.save_count - saves == 1
+    assert shard.state.value.value == 2

@@ -25,6 +25,7 @@ from dstate_core.wire._codec import (
 from dstate_core.wire._messages import (
     BatchedChangeFeed,
     ChangeNotification,
+    DeltaRun,
     DeltaUpdate,
     FullSnapshot,
     Message,
@@ -67,6 +68,15 @@ def _message_strategy(payload: st.SearchStrategy[bytes]) -> st.SearchStrategy[Me
     return st.one_of(
         snapshots(FullSnapshot),
         snapshots(DeltaUpdate),
+        st.builds(
+            DeltaRun,
+            state_name=names,
+            source_node=names,
+            generation=generations,
+            wire_version=versions,
+            created_time=uints,
+            deltas=st.lists(st.tuples(payload, uints), min_size=1, max_size=20).map(tuple),
+        ),
         st.builds(RequestSnapshot, state_name=names, source_node=names, request_id=uints),
         st.builds(SnapshotReply, request_id=uints, snapshot=snapshots(FullSnapshot)),
         st.builds(
@@ -110,8 +120,9 @@ EXAMPLES: list[Message] = [
         ),
     ),
     BatchedChangeFeed("node-a", ()),
+    DeltaRun("counter", "node-a", GEN.next(), 2, 1_000, ((b"d1", 2_001), (b"d2", 2_002))),
 ]
-EXAMPLE_IDS = ["full", "delta", "pull", "reply", "feed", "empty-feed"]
+EXAMPLE_IDS = ["full", "delta", "pull", "reply", "feed", "empty-feed", "run"]
 
 
 def sign(body: bytes, secret: bytes = SECRET) -> bytes:
@@ -147,7 +158,8 @@ def decode_or_reject(codec: WireCodec, data: object) -> Message | None:
         assert error.detail
         return None
     assert isinstance(
-        msg, FullSnapshot | DeltaUpdate | RequestSnapshot | SnapshotReply | BatchedChangeFeed
+        msg,
+        FullSnapshot | DeltaUpdate | DeltaRun | RequestSnapshot | SnapshotReply | BatchedChangeFeed,
     )
     return msg
 
@@ -570,3 +582,74 @@ class TestCodecApi:
             "unknown_protocol_version",
             "unauthenticated",
         }
+
+
+# --- delta runs -----------------------------------------------------------------
+
+RUN = EXAMPLES[EXAMPLE_IDS.index("run")]
+
+
+class TestDeltaRun:
+    def test_stands_for_its_updates_in_order(self) -> None:
+        assert isinstance(RUN, DeltaRun)
+        assert RUN.updates() == [
+            DeltaUpdate("counter", "node-a", GEN.next(), 2, b"d1", 1_000, 2_001),
+            DeltaUpdate("counter", "node-a", GEN.next().next(), 2, b"d2", 1_000, 2_002),
+        ]
+
+    @pytest.mark.parametrize(
+        "deltas",
+        [
+            [],
+            "d",
+            [[b"p"]],
+            [[b"p", 1, 2]],
+            [["p", 1]],
+            [[b"p", -1]],
+            [[b"p", True]],
+            [[b"p", 1], b"p"],
+            {"p": 1},
+        ],
+        ids=repr,
+    )
+    def test_malformed_deltas(self, deltas: object) -> None:
+        d = body_map(RUN)
+        d["d"] = deltas
+        with pytest.raises(WireDecodeError) as info:
+            WireCodec().decode(pack(d))
+        assert info.value.reason is DecodeReason.MALFORMED
+        assert "deltas" in info.value.detail or "'d'" in info.value.detail
+
+    def test_a_run_past_the_last_age_is_malformed(self) -> None:
+        d = body_map(RUN)
+        d["g"] = [1, 2**64 - 1]
+        assert reason_of(WireCodec(), pack(d)) is DecodeReason.MALFORMED
+
+    def test_a_run_needs_exactly_its_keys(self) -> None:
+        d = body_map(RUN)
+        d["p"] = b"x"
+        assert reason_of(WireCodec(), pack(d)) is DecodeReason.MALFORMED
+
+    @pytest.mark.parametrize(
+        ("deltas", "match"),
+        [
+            ((), "non-empty"),
+            (((b"p",),), r"\(payload, modified_time\)"),
+            ((("p", 1),), "payload must be bytes"),
+            (((b"p", -1),), "modified_time"),
+        ],
+    )
+    def test_encode_says_what_is_wrong(self, deltas: Any, match: str) -> None:
+        run = DeltaRun("s", "n", GEN, 1, 0, deltas)
+        with pytest.raises(ValueError, match=match):
+            WireCodec().encode(run)
+
+    def test_encode_refuses_a_run_past_the_last_age(self) -> None:
+        run = DeltaRun("s", "n", Generation(1, 2**64 - 1), 1, 0, ((b"a", 0), (b"b", 0)))
+        with pytest.raises(ValueError, match="last age"):
+            WireCodec().encode(run)
+
+    def test_the_size_cap_counts_every_delta(self) -> None:
+        run = DeltaRun("s", "n", GEN, 1, 0, tuple((b"\x00" * 400, 0) for _ in range(3)))
+        with pytest.raises(ValueError, match="over the 1000-byte"):
+            WireCodec(max_message_bytes=1000).encode(run)
