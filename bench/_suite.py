@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import (
+    batches,
     change_feed,
     delta_bytes,
     hot_path,
@@ -151,6 +152,7 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark("mutation_cost", mutation_cost.STEPS, mutation_cost.tables),
     Benchmark("validation_cost", validation_cost.STEPS, validation_cost.tables),
     Benchmark("persistence", len(PERSISTENCE_SAVES), persistence_tables),
+    Benchmark("batches", batches.STEPS, batches.tables),
     Benchmark("node_memory", node_memory.STEPS, node_memory.tables),
     Benchmark("thespian_processes", thespian_processes.STEPS, thespian_processes.tables),
     Benchmark("network_processes", network_processes.STEPS, network_processes.tables),
