@@ -87,6 +87,8 @@ class PykkaRuntime(RuntimeBase, SchedulerTimers):
     :class:`ActorSendError`.
     """
 
+    threaded = True
+
     def __init__(
         self,
         node_id: str,

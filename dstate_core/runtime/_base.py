@@ -70,6 +70,12 @@ class RuntimeBase:
     Concurrency: thread-safe; the shutdown flag is a single attribute write.
     """
 
+    #: Local actors run on threads of this process, so a caller's thread may do a
+    #: shard's work itself under the shard's lock (a blocking ``mutate`` then needs no
+    #: hand-off to the actor). False for a runtime that runs handlers in its own
+    #: order (the deterministic one), where every change goes through the mailbox.
+    threaded: bool = False
+
     def __init__(self, node_id: str, *, reserved: tuple[str, ...] = ()) -> None:
         self._node_id = check_node_id(node_id, reserved)
         self._closed = False

@@ -51,6 +51,8 @@ class ParcelRuntime(RuntimeBase, SchedulerTimers):
     transport delivers on its own thread.
     """
 
+    threaded = True
+
     def __init__(self, node_id: str, log: logging.Logger, faults: FaultModel | None = None) -> None:
         super().__init__(node_id, reserved=(ALL_PEERS,))
         self._log = NodeLog(log.name, node_id)

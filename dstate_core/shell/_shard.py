@@ -5,6 +5,12 @@ the caller's thread on the engine's published snapshot, with no message and no
 lock. Everything that changes the engine (mutations, peer messages, timers,
 slow-path queries) goes through the shard's actor, one message at a time; the
 actor carries the engine's actions out on the runtime.
+
+One exception saves two thread hand-offs: on a threaded runtime a blocking
+``mutate`` does the actor's work in the caller's thread. The actor holds the
+shard's engine lock for each message it handles, and the caller takes the same
+lock, commits everything queued up to its own mutation, and carries out the
+actions; so the engine still sees one change at a time, in call order.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from ..runtime._protocol import ActorAskTimeout, ActorRef, PendingReply, TimerHa
 from ._host import ShardHost
 from ._pipeline import MutationQueue, QueuedMutation, take_batch
 from ._shard_messages import DRAIN, CancelQuery, OneShot, QueryRequest, Start, Tick
+from ._subscription import Subscribers, Subscription, ViewCallback
 
 __all__ = ["Projection", "Shard", "Subscription", "ViewCallback"]
 
@@ -46,8 +53,6 @@ R = TypeVar("R")
 
 #: A query's projection: gets the read-only view map, returns the answer.
 Projection = Callable[[Mapping[str, StateViewObject[Any]]], R]
-#: A ``subscribe`` callback: ``(node_id, old, new)``; ``None`` means absent.
-ViewCallback = Callable[[str, StateViewObject[Any] | None, StateViewObject[Any] | None], None]
 
 
 def _not_a_projection(projection: object) -> TypeError:
@@ -55,25 +60,6 @@ def _not_a_projection(projection: object) -> TypeError:
         "query() takes a projection: a function of the views, e.g. "
         f"lambda views: sum(v.value.count for v in views.values()); got {projection!r}"
     )
-
-
-class Subscription:
-    """A registered ``subscribe`` callback; :meth:`cancel` stops it (idempotent)."""
-
-    def __init__(self, shard: Shard[Any], callback: ViewCallback) -> None:
-        self._shard = shard
-        self.callback = callback
-        self.active = True
-
-    def __repr__(self) -> str:
-        state = "active" if self.active else "cancelled"
-        return f"Subscription({self._shard.name!r}, {self.callback!r}, {state})"
-
-    def cancel(self) -> None:
-        """Stop calling the callback."""
-        if self.active:
-            self.active = False
-            self._shard._unsubscribe(self)
 
 
 class Shard(Generic[S]):
@@ -101,12 +87,17 @@ class Shard(Generic[S]):
         self._tokens = itertools.count(1)
         self._query_ids = itertools.count(1)
         self._waiting: dict[int, PendingReply] = {}
-        self._subscriptions: tuple[Subscription, ...] = ()
-        self._sub_lock = threading.Lock()
+        self._subscribers = Subscribers(self.name, self._log)
         self._closed = False
         self._pipeline = MutationQueue()
+        # Held while the engine changes (by the actor, or by a caller committing itself).
+        self._engine_lock = threading.Lock()
+        self._holder: int | None = None  # the thread holding it, to refuse re-entry
+        self._caller_commits = getattr(self._runtime, "threaded", False) is True
         self._ref: ActorRef = self._runtime.spawn(f"dstate.shard.{self.name}", self._receive)
-        self._notifier: ActorRef = self._runtime.spawn(f"dstate.notify.{self.name}", self._notify)
+        self._notifier: ActorRef = self._runtime.spawn(
+            f"dstate.notify.{self.name}", self._subscribers.notify
+        )
         # Before any message reaches the actor: its first event is the loaded state.
         self._execute(engine.handle(StateLoaded(own)))
 
@@ -191,7 +182,11 @@ class Shard(Generic[S]):
             raise TypeError(f"block must be True or False, got {block!r}")
         self._check_open()
         future: Future[Generation] = Future()
-        wake = self._pipeline.put(QueuedMutation(fn, with_delta, future), wake=not block)
+        item = QueuedMutation(fn, with_delta, future)
+        if block and self._caller_commits:
+            self._commit_in_caller(item)
+            return future.result(timeout=0)
+        wake = self._pipeline.put(item, wake=not block)
         try:
             if block:
                 # The actor commits everything queued up to and including this one.
@@ -204,6 +199,30 @@ class Shard(Generic[S]):
             if block:
                 raise self._shut_down_error() from exc
         return future
+
+    def _commit_in_caller(self, item: QueuedMutation) -> None:
+        """Commit ``item`` and everything queued before it in this thread, under the
+        engine lock (a threaded runtime's blocking ``mutate``)."""
+        me = threading.get_ident()
+        if self._holder == me:
+            raise RuntimeError(
+                f"state {self.name!r}: mutate() was called while this shard was changing "
+                "(from inside a mutation function, or a hook it runs); use mutate(fn, "
+                "block=False) there, or mutate after the function returns"
+            )
+        if not self._engine_lock.acquire(timeout=self._ask_timeout):
+            raise ActorAskTimeout(
+                f"state {self.name!r}: the shard was busy for longer than ask_timeout="
+                f"{self._ask_timeout:g}s; nothing was changed"
+            )
+        try:
+            self._holder = me
+            self._check_open()
+            self._pipeline.put(item, wake=False)
+            self._commit_batch()
+        finally:
+            self._holder = None
+            self._engine_lock.release()
 
     def _shut_down_error(self) -> NodeShutdownError:
         return NodeShutdownError(f"state {self.name!r}: the node is shut down")
@@ -313,14 +332,7 @@ class Shard(Generic[S]):
         if not callable(callback):
             raise TypeError(f"subscribe() takes a callable(node_id, old, new), got {callback!r}")
         self._check_open()
-        subscription = Subscription(self, callback)
-        with self._sub_lock:
-            self._subscriptions = (*self._subscriptions, subscription)
-        return subscription
-
-    def _unsubscribe(self, subscription: Subscription) -> None:
-        with self._sub_lock:
-            self._subscriptions = tuple(s for s in self._subscriptions if s is not subscription)
+        return self._subscribers.add(callback)
 
     def sync_status(self) -> list[PeerSyncStatus]:
         """One row per peer (``docs/diagnostics.md``)."""
@@ -384,6 +396,14 @@ class Shard(Generic[S]):
     # -- the actor ----------------------------------------------------------------
 
     def _receive(self, msg: Any) -> Any:
+        with self._engine_lock:
+            self._holder = threading.get_ident()
+            try:
+                return self._handle(msg)
+            finally:
+                self._holder = None
+
+    def _handle(self, msg: Any) -> Any:
         engine = self._engine
         if msg is DRAIN:
             self._commit_batch()
@@ -429,7 +449,7 @@ class Shard(Generic[S]):
             elif isinstance(action, SendTo):
                 node._send_to(action.node_id, action.data)
             elif isinstance(action, NotifyView):
-                if self._subscriptions:
+                if self._subscribers.any:
                     self._notifier.send(action)
             elif isinstance(action, StartTimer):
                 self._start_timer(action)
@@ -455,17 +475,3 @@ class Shard(Generic[S]):
         else:
             handle = OneShot(self._runtime.send_after(self._ref, action.delay, tick))
         self._timers[action.key] = (token, handle)
-
-    def _notify(self, action: NotifyView) -> None:
-        for subscription in self._subscriptions:
-            if not subscription.active:
-                continue
-            try:
-                subscription.callback(action.node_id, action.old, action.new)
-            except Exception:
-                self._log.exception(
-                    "a subscriber callback raised for the view of %r (generation %s)",
-                    action.node_id,
-                    action.new.generation if action.new else None,
-                    peer=action.node_id,
-                )
