@@ -13,13 +13,17 @@ Run: ``python -m bench.hot_path``. Not a test.
 
 Both run in a fresh Python process: a process that ran other benchmarks
 first (their threads and their heap, which every garbage collection walks)
-slows the ask and the mutation alike, and hides the ratio between them.
+slows the ask and the mutation alike, and hides the ratio between them. The
+blocking comparison runs twice: with the threads where the OS puts them, and
+with the process pinned to one core, where a hand-off between two threads
+costs least (on a VM, a wake-up across cores can cost 60 µs or more).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -34,7 +38,8 @@ REPEATS = 5
 CALLS = 2000
 #: Alternating rounds of asks and mutations (CALLS // 10 calls each).
 ROUNDS = 21
-STEPS = 3
+STEPS = 5
+PLACEMENTS = {False: "as the OS schedules", True: "pinned to one core"}
 
 
 def blocking_mutate(nodes: int) -> tuple[float, float]:
@@ -125,18 +130,22 @@ def deterministic_mutate() -> tuple[float, float, float]:
     return floor, framed, mutate
 
 
-def measure() -> dict[str, float]:
-    """Every figure, in seconds, measured in this process."""
+def measure(pinned: bool) -> dict[str, float]:
+    """Every figure, in seconds, measured in this process (pinned to one core: only the
+    blocking comparison)."""
+    if pinned:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     figures: dict[str, float] = {}
     for nodes in (1, 3):
         figures[f"ask_{nodes}"], figures[f"mutate_{nodes}"] = blocking_mutate(nodes)
-    figures["codec"], figures["framed"], figures["replicate"] = deterministic_mutate()
+    if not pinned:
+        figures["codec"], figures["framed"], figures["replicate"] = deterministic_mutate()
     return figures
 
 
-def _measure_in_a_fresh_process() -> dict[str, float]:
+def _measure_in_a_fresh_process(pinned: bool) -> dict[str, float]:
     done = subprocess.run(
-        [sys.executable, "-m", "bench.hot_path", "--json"],
+        [sys.executable, "-m", "bench.hot_path", "--json", *(["--pinned"] if pinned else [])],
         capture_output=True,
         text=True,
         check=True,
@@ -153,18 +162,30 @@ def tables(tick: Tick = no_tick) -> list[Table]:
     blocking = Table(
         "Blocking mutate vs a bare Pykka ask",
         f"`shard.mutate(increment)` on a Pykka node, in a fresh process: the fastest of "
-        f"{ROUNDS} rounds of {CALLS // 10} calls (the OS's placement of the threads on the "
-        "cores moves a round trip several times over). Baseline, same process, in rounds "
-        "alternating with those: `ask` to a Pykka echo actor. With peers, all "
+        f"{ROUNDS} rounds of {CALLS // 10} calls. Baseline, same process, in rounds "
+        "alternating with those: `ask` to a Pykka echo actor. Once with the threads where "
+        "the OS puts them (a round trip between two cores of a VM costs several times one "
+        "on a single core), once with the process pinned to one core. With peers, all "
         "3 nodes share the process (and its GIL): the peers decode and apply each update "
         "while the writer waits for its next turn.",
-        ["nodes in the process", "bare ask (baseline)", "blocking mutate", "vs baseline"],
+        [
+            "threads",
+            "nodes in the process",
+            "bare ask (baseline)",
+            "blocking mutate",
+            "vs baseline",
+        ],
     )
-    figures = _measure_in_a_fresh_process()
-    for nodes in (1, 3):
-        bare, mutate = figures[f"ask_{nodes}"], figures[f"mutate_{nodes}"]
-        blocking.add(str(nodes), fmt_seconds(bare), fmt_seconds(mutate), ratio(mutate, bare))
-        tick(f"blocking mutate, {nodes} node(s)")
+    figures: dict[str, float] = {}
+    for pinned, placement in PLACEMENTS.items():
+        found = _measure_in_a_fresh_process(pinned)
+        figures.update({} if pinned else found)
+        for nodes in (1, 3):
+            bare, mutate = found[f"ask_{nodes}"], found[f"mutate_{nodes}"]
+            blocking.add(
+                placement, str(nodes), fmt_seconds(bare), fmt_seconds(mutate), ratio(mutate, bare)
+            )
+            tick(f"blocking mutate, {nodes} node(s), {placement}")
     floor, framed, mutate = figures["codec"], figures["framed"], figures["replicate"]
     codec = Table(
         "Deterministic mutate + delivery vs the codec",
@@ -188,7 +209,7 @@ def tables(tick: Tick = no_tick) -> list[Table]:
 def main() -> None:
     if "--json" in sys.argv[1:]:  # the child of tables(): the raw figures
         logging.getLogger("dstate").setLevel(logging.WARNING)
-        print(json.dumps(measure()))
+        print(json.dumps(measure("--pinned" in sys.argv[1:])))
         return
     print_tables(tables())
 

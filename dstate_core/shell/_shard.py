@@ -6,18 +6,15 @@ lock. Everything that changes the engine (mutations, peer messages, timers,
 slow-path queries) goes through the shard's actor, one message at a time; the
 actor carries the engine's actions out on the runtime.
 
-One exception saves two thread hand-offs: on a threaded runtime a blocking
-``mutate`` does the actor's work in the caller's thread. The actor holds the
-shard's engine lock for each message it handles, and the caller takes the same
-lock, commits everything queued up to its own mutation, and carries out the
-actions; so the engine still sees one change at a time, in call order.
+On a threaded runtime other threads may do the actor's work themselves, in
+turn with it (:mod:`._turns`): a blocking ``mutate`` commits in the caller's
+thread, and a peer's update is handled in the thread that delivers it.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any, Generic, Literal, TypeVar, overload
@@ -45,6 +42,7 @@ from ._host import ShardHost
 from ._pipeline import MutationQueue, QueuedMutation, take_batch
 from ._shard_messages import DRAIN, CancelQuery, OneShot, QueryRequest, Start, Tick
 from ._subscription import Subscribers, Subscription, ViewCallback
+from ._turns import EngineTurns
 
 __all__ = ["Projection", "Shard", "Subscription", "ViewCallback"]
 
@@ -90,9 +88,7 @@ class Shard(Generic[S]):
         self._subscribers = Subscribers(self.name, self._log)
         self._closed = False
         self._pipeline = MutationQueue()
-        # Held while the engine changes (by the actor, or by a caller committing itself).
-        self._engine_lock = threading.Lock()
-        self._holder: int | None = None  # the thread holding it, to refuse re-entry
+        self._turns = EngineTurns()
         self._caller_commits = getattr(self._runtime, "threaded", False) is True
         self._ref: ActorRef = self._runtime.spawn(f"dstate.shard.{self.name}", self._receive)
         self._notifier: ActorRef = self._runtime.spawn(
@@ -201,28 +197,25 @@ class Shard(Generic[S]):
         return future
 
     def _commit_in_caller(self, item: QueuedMutation) -> None:
-        """Commit ``item`` and everything queued before it in this thread, under the
-        engine lock (a threaded runtime's blocking ``mutate``)."""
-        me = threading.get_ident()
-        if self._holder == me:
+        """Commit ``item`` and everything queued before it in this thread, in turn with
+        the actor (a threaded runtime's blocking ``mutate``)."""
+        if self._turns.mine():
             raise RuntimeError(
                 f"state {self.name!r}: mutate() was called while this shard was changing "
                 "(from inside a mutation function, or a hook it runs); use mutate(fn, "
                 "block=False) there, or mutate after the function returns"
             )
-        if not self._engine_lock.acquire(timeout=self._ask_timeout):
+        if not self._turns.take(self._ask_timeout):
             raise ActorAskTimeout(
                 f"state {self.name!r}: the shard was busy for longer than ask_timeout="
                 f"{self._ask_timeout:g}s; nothing was changed"
             )
         try:
-            self._holder = me
             self._check_open()
             self._pipeline.put(item, wake=False)
             self._commit_batch()
         finally:
-            self._holder = None
-            self._engine_lock.release()
+            self._turns.give_back()
 
     def _shut_down_error(self) -> NodeShutdownError:
         return NodeShutdownError(f"state {self.name!r}: the node is shut down")
@@ -362,11 +355,22 @@ class Shard(Generic[S]):
     # -- lifecycle (called by the node) -------------------------------------------
 
     def _start(self, members: tuple[str, ...]) -> None:
-        """Begin replicating with ``members`` (run on the actor)."""
+        """Begin replicating with ``members`` (run on the actor, before any later
+        delivery: it counts as one)."""
+        self._turns.delivery_queued()
         self._ref.send(Start(members))
 
     def _deliver(self, event: Event) -> None:
-        """Hand an engine event to the shard's actor (drops it once stopped)."""
+        """Hand an engine event to the shard: handled at once in the delivering thread
+        when the actor is idle with no delivery queued (so deliveries keep their order),
+        else queued for the actor (dropped once stopped)."""
+        if self._caller_commits and not self._closed and self._turns.take_if_idle():
+            try:
+                self._execute(self._engine.handle(event))
+            finally:
+                self._turns.give_back()
+            return
+        self._turns.delivery_queued()
         self._send_quietly(event)
 
     def _close(self) -> None:
@@ -396,12 +400,11 @@ class Shard(Generic[S]):
     # -- the actor ----------------------------------------------------------------
 
     def _receive(self, msg: Any) -> Any:
-        with self._engine_lock:
-            self._holder = threading.get_ident()
-            try:
-                return self._handle(msg)
-            finally:
-                self._holder = None
+        self._turns.take()
+        try:
+            return self._handle(msg)
+        finally:
+            self._turns.give_back()
 
     def _handle(self, msg: Any) -> Any:
         engine = self._engine
@@ -426,11 +429,13 @@ class Shard(Generic[S]):
             engine.cancel_query(msg.query_id)
             return None
         if isinstance(msg, Start):
+            self._turns.delivery_taken()
             actions: list[Action] = []
             for member in msg.members:
                 actions.extend(engine.handle(PeerJoined(member)))
             self._execute(actions)
             return None
+        self._turns.delivery_taken()  # a delivered event: the other messages are above
         self._execute(engine.handle(msg))
         return None
 

@@ -72,7 +72,7 @@ def test_a_busy_shard_times_out_a_blocking_mutation_and_changes_nothing() -> Non
 
         busy = shard.mutate(slow, block=False)  # type: ignore[arg-type]
         time.sleep(0.05)  # let the actor take it (the assertions hold either way)
-        with pytest.raises(ActorAskTimeout, match="ask_timeout=0.2s"):
+        with pytest.raises(ActorAskTimeout, match=r"ask_timeout=0\.2s"):
             shard.mutate(TestState.increment(10))
         release.set()
         assert busy.result(timeout=5).age == 1
