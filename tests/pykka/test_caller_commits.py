@@ -115,3 +115,22 @@ def test_callers_and_the_actor_commit_one_at_a_time_in_call_order() -> None:
         assert shards["a"].state.value.value == 4 * per_thread
         wait_for(lambda: shards["c"].snapshot()["a"].value.value == 4 * per_thread)
         wait_for(lambda: shards["a"].snapshot()["b"].value.value == 4 * per_thread)
+
+
+def test_a_peer_update_is_applied_by_the_delivering_thread_when_the_shard_is_idle() -> None:
+    with local_cluster(["a", "b"]) as cluster:
+        shards = {n: cluster.node(n).register(TestState) for n in ("a", "b")}
+        wait_for(lambda: "a" in shards["b"].snapshot())
+        engine = shards["b"]._engine
+        handled_on: list[int] = []
+        handle = engine.handle
+
+        def recording(event: object) -> object:
+            handled_on.append(threading.get_ident())
+            return handle(event)  # type: ignore[arg-type]
+
+        engine.handle = recording  # type: ignore[method-assign]
+        shards["a"].mutate(TestState.increment())
+        wait_for(lambda: shards["b"].snapshot()["a"].value.value == 1)
+        actor_thread = shards["b"]._ref._cell.thread_ident  # type: ignore[attr-defined]
+        assert handled_on and actor_thread not in handled_on
