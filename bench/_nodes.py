@@ -12,8 +12,9 @@ __all__ = ["visibility"]
 def visibility(
     a: NodeHandle, b: NodeHandle, state: str, warmup: int, samples: int, deadline: float
 ) -> list[float]:
-    """Seconds from ``mutate`` returning on ``a`` to ``b``'s view event, one mutation at a
-    time; ``warmup`` mutations first are not counted.
+    """Seconds from ``mutate`` being called on ``a`` (as a bare message counts from before
+    its send) to ``b``'s view event, one mutation at a time; ``warmup`` mutations first are
+    not counted.
 
     Raises:
         RuntimeError: a generation never reached ``b`` within ``deadline`` seconds.
@@ -37,6 +38,6 @@ def visibility(
         if event is None:
             raise RuntimeError(f"generation age {age} never reached {b.node_id}")
         if i >= warmup:
-            found.append(event["t"] - reply["t"])
+            found.append(event["t"] - reply["t0"])
     b.request("unwatch", state=state)
     return found

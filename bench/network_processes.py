@@ -9,7 +9,7 @@ secret (CURVE on), driven through their control channel
 
 * **Visibility latency**, 2 node processes: ``b`` watches ``test_state``; ``a``
   mutates once at a time; a sample is ``b``'s view event time minus the time
-  ``mutate`` returned on ``a``. Baseline: a bare pyzmq CURVE message from this
+  ``mutate`` was called on ``a``. Baseline: a bare pyzmq CURVE message from this
   process to a child process (DEALER -> ROUTER), one way, 128 bytes.
 * **Under load**: the same two, with one CPU-bound Python thread in each node
   process (a busy actor), against the bare message with a busy thread on both
@@ -322,7 +322,7 @@ def tables(tick: Tick = no_tick) -> list[Table]:
         "Cross-process visibility latency vs a bare pyzmq CURVE message",
         f"Two node processes on 127.0.0.1 (`python -m dstate_pykka node`, a cluster secret: "
         f"CURVE on), `TestState` under active push; a sample is `b`'s view event time minus "
-        f"the time `mutate` returned on `a`, {SAMPLES} samples after {WARMUP} warm-up. "
+        f"the time `mutate` was called on `a`, {SAMPLES} samples after {WARMUP} warm-up. "
         "Baseline, same run: a bare pyzmq DEALER -> ROUTER message with CURVE, 128 bytes, "
         "from this process to a child process, one way. Under load: one CPU-bound Python "
         "thread in each node process (and in both bare processes).",

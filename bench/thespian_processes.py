@@ -11,7 +11,7 @@ process drives them through their stdin/stdout control channel
 
 * **Visibility latency.** ``b`` watches ``test_state``; ``a`` mutates it once
   at a time; a sample is the time of ``b``'s view callback for that
-  generation minus the time ``mutate`` returned on ``a``. The path: ``a``'s
+  generation minus the time ``mutate`` was called on ``a``. The path: ``a``'s
   node process -> its gateway actor -> ``b``'s gateway actor -> ``b``'s
   node process: three Thespian TCP hops.
 * **Bare Thespian round trip** (the baseline): two multiprocTCPBase actor
@@ -329,7 +329,7 @@ def tables(tick: Tick = no_tick) -> list[Table]:
         "Cross-process visibility latency vs a bare Thespian round trip",
         f"Three node processes on 127.0.0.1 (`python -m dstate_thespian node`), `TestState` "
         f"under active push. A sample: `b`'s view callback time minus the time `mutate` "
-        f"returned on `a`, one mutation at a time, {LATENCY_SAMPLES} samples after "
+        f"was called on `a`, one mutation at a time, {LATENCY_SAMPLES} samples after "
         f"{WARMUP} warm-up. Baseline, same run: a bare Thespian actor-to-actor round trip "
         f"of {len(PAYLOAD)} bytes between two multiprocTCPBase actor systems, "
         f"{BARE_ROUNDS} x {BARE_SAMPLES} samples.",
