@@ -205,8 +205,10 @@ class PykkaActorRef:
 
     @property
     def alive(self) -> bool:
-        """False once the actor was stopped (or its node shut down or crashed)."""
-        return not self._cell.stopped.is_set()
+        """False once the actor was stopped (or its node shut down or crashed, or Pykka's
+        ``ActorRegistry.stop_all()`` stopped it)."""
+        ref = self._cell.pykka_ref
+        return not self._cell.stopped.is_set() and (ref is None or ref.is_alive())
 
     def check_message(self, msg: Any) -> None:
         """Raise :class:`TypeError` if ``msg`` would cross nodes and is not ``bytes``."""

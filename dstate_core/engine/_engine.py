@@ -19,7 +19,8 @@ the receiver rules), :class:`~._pulls.PullTracker` (pulls, probes and waiting
 queries), :class:`~._views.ViewTable` (views and their O(1) freshness) and
 :mod:`~._peers` (membership, per-peer status, health).
 
-Concurrency: an engine belongs to one mailbox. Other threads may read
+Concurrency: an engine is changed by one thread at a time: its shard's actor,
+or a thread taking the shard's turn (``shell/_turns.py``). Other threads may read
 :attr:`ShardEngine.published` and :attr:`ShardEngine.own` (both replaced
 atomically) and the diagnostics methods.
 """

@@ -64,7 +64,7 @@ class PreparedMutation(Generic[S]):
 class StateKind:
     """How one state class is viewed, mutated, sent and read back.
 
-    Concurrency: stateless; shared by the engine's mailbox only.
+    Concurrency: stateless; used during the engine's turn only.
     """
 
     #: Peers may get deltas of this state.

@@ -30,7 +30,7 @@ __all__ = [
 class Membership:
     """The peers of one shard and the floors of those without a view.
 
-    Concurrency: owned by one engine, used in its mailbox only.
+    Concurrency: owned by one engine, used during its turn only.
     """
 
     def __init__(self) -> None:

@@ -89,7 +89,7 @@ class _Window:
 class Publisher:
     """Encodes and schedules the own shard's outgoing updates.
 
-    Concurrency: used only from the shard's mailbox.
+    Concurrency: used by one thread at a time (the shard's turn).
     """
 
     def __init__(

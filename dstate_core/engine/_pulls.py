@@ -70,7 +70,7 @@ class PullTracker:
         clock, codec, config: as the engine's.
         views, peers, statuses, metrics: the engine's, read and updated here.
 
-    Concurrency: used only from the shard's mailbox.
+    Concurrency: used by one thread at a time (the shard's turn).
     """
 
     def __init__(

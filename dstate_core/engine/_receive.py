@@ -51,7 +51,7 @@ class Receiver:
         kind: decodes payloads of the state's kind.
         views, peers, statuses, metrics, pulls: the engine's, updated here.
 
-    Concurrency: used only from the shard's mailbox; :attr:`drops` may be read
+    Concurrency: used by one thread at a time (the shard's turn); :attr:`drops` may be read
     from any thread.
     """
 

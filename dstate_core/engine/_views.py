@@ -1,6 +1,6 @@
 """The replica side of a shard: every node's view, published for lock-free reads.
 
-:class:`ViewTable` is mutated only by its shard's mailbox; any thread reads
+:class:`ViewTable` is mutated only during its shard's turn; any thread reads
 it through an immutable :class:`PublishedViews`: a consistent map plus the
 two numbers the query fast path needs.
 
@@ -56,7 +56,7 @@ class PublishedViews:
 class ViewTable:
     """Views of every node for one state, the own entry included.
 
-    Concurrency: mutate only from the shard's mailbox; read :attr:`latest`,
+    Concurrency: mutate only during the shard's turn (one thread at a time); read :attr:`latest`,
     :meth:`snapshot` and :attr:`published` from anywhere.
     """
 

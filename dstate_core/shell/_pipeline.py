@@ -2,7 +2,8 @@
 
 Every mutation of a shard, blocking or not, goes through one
 :class:`MutationQueue`; the shard's actor takes everything queued when it
-wakes (:meth:`MutationQueue.take`) and commits it in order. So a caller can
+wakes (:meth:`MutationQueue.take`) and commits it in order (on a threaded
+runtime a blocking caller takes it instead, in turn with the actor). So a caller can
 have many mutations in flight (``mutate(fn, block=False)`` returns a future at
 once), a burst of them costs one actor wake-up, and call order is commit
 order whatever mix of blocking and pipelined calls made them.
@@ -42,9 +43,9 @@ class QueuedMutation:
 
 
 class MutationQueue:
-    """The mutations a shard's actor has not taken yet.
+    """The mutations not taken yet (by the shard's actor, or a blocking caller).
 
-    Concurrency: thread-safe; callers put, the actor takes.
+    Concurrency: thread-safe; callers put, the turn holder takes.
     """
 
     def __init__(self) -> None:

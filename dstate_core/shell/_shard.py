@@ -65,7 +65,7 @@ class Shard(Generic[S]):
 
     Concurrency: every method is thread-safe. ``query`` on fresh views and
     ``snapshot``/``state``/diagnostics never block; ``mutate`` and slow-path
-    queries wait for the shard's actor.
+    queries wait for the shard's turn (its actor, or another caller's commit).
     """
 
     def __init__(
@@ -212,6 +212,8 @@ class Shard(Generic[S]):
             )
         try:
             self._check_open()
+            if getattr(self._ref, "alive", True) is False:  # its actors were stopped
+                raise self._shut_down_error()
             self._pipeline.put(item, wake=False)
             self._commit_batch()
         finally:
@@ -367,6 +369,8 @@ class Shard(Generic[S]):
         if self._caller_commits and not self._closed and self._turns.take_if_idle():
             try:
                 self._execute(self._engine.handle(event))
+            except Exception:  # as the actor's runtime would: log, and the caller goes on
+                self._log.exception("handling %r failed", event)
             finally:
                 self._turns.give_back()
             return
@@ -374,16 +378,24 @@ class Shard(Generic[S]):
         self._send_quietly(event)
 
     def _close(self) -> None:
-        """Stop the actors and timers; later calls raise :class:`NodeShutdownError`."""
+        """Stop the actors and timers; later calls raise :class:`NodeShutdownError`.
+
+        Waits (at most about 1 s) for a turn in progress, so a commit or a delivery
+        another thread is carrying out finishes before the timers are cleared."""
         self._closed = True
-        for _, handle in list(self._timers.values()):
-            handle.cancel()
-        self._timers.clear()
-        for pending in list(self._waiting.values()):
-            pending.fail(NodeShutdownError(f"state {self.name!r}: the node is shut down"))
-        self._ref.stop()
-        self._notifier.stop()
-        self._pipeline.fail_all(self._shut_down_error)
+        took = not self._turns.mine() and self._turns.take(1.0)
+        try:
+            for _, handle in list(self._timers.values()):
+                handle.cancel()
+            self._timers.clear()
+            for pending in list(self._waiting.values()):
+                pending.fail(NodeShutdownError(f"state {self.name!r}: the node is shut down"))
+            self._ref.stop()
+            self._notifier.stop()
+            self._pipeline.fail_all(self._shut_down_error)
+        finally:
+            if took:
+                self._turns.give_back()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -391,11 +403,12 @@ class Shard(Generic[S]):
                 f"state {self.name!r}: the node {self._node.node_id!r} is shut down"
             )
 
-    def _send_quietly(self, msg: Any) -> None:
+    def _send_quietly(self, msg: Any, to: ActorRef | None = None) -> None:
+        """Send ``msg`` to the shard's actor (or ``to``); dropped if it is stopped."""
         try:
-            self._ref.send(msg)
+            (to or self._ref).send(msg)
         except ActorSendError:
-            self._log.debug("dropped %r, the shard is stopped", msg)
+            self._log.debug("dropped %r, the actor is stopped", msg)
 
     # -- the actor ----------------------------------------------------------------
 
@@ -443,8 +456,10 @@ class Shard(Generic[S]):
         """Commit every queued mutation as one batch; send what it sends; settle futures."""
         batch = take_batch(self._engine, self._pipeline.take())
         if batch is not None:
-            self._execute(batch.actions)
-            batch.settle()
+            try:
+                self._execute(batch.actions)
+            finally:
+                batch.settle()  # committed: the callers learn it even if a send failed
 
     def _execute(self, actions: list[Action]) -> None:
         node = self._node
@@ -455,7 +470,7 @@ class Shard(Generic[S]):
                 node._send_to(action.node_id, action.data)
             elif isinstance(action, NotifyView):
                 if self._subscribers.any:
-                    self._notifier.send(action)
+                    self._send_quietly(action, self._notifier)
             elif isinstance(action, StartTimer):
                 self._start_timer(action)
             elif isinstance(action, CancelTimer):

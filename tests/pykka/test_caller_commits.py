@@ -13,7 +13,7 @@ from concurrent.futures import Future
 
 import pytest
 
-from dstate_core import DStateNode, Generation
+from dstate_core import DStateNode, Generation, NodeShutdownError
 from dstate_core.runtime import ActorAskTimeout
 from dstate_core.testing import TestState
 from dstate_pykka import PykkaRuntime, local_cluster
@@ -134,3 +134,48 @@ def test_a_peer_update_is_applied_by_the_delivering_thread_when_the_shard_is_idl
         wait_for(lambda: shards["b"].snapshot()["a"].value.value == 1)
         actor_thread = shards["b"]._ref._cell.thread_ident  # type: ignore[attr-defined]
         assert handled_on and actor_thread not in handled_on
+
+
+def test_a_blocking_mutation_after_the_runtime_stopped_changes_nothing() -> None:
+    runtime = PykkaRuntime("a")
+    node = DStateNode(runtime)
+    try:
+        shard = node.register(TestState)
+        runtime.shutdown()  # the shard's actors stop; the node object does not know yet
+        with pytest.raises(NodeShutdownError):
+            shard.mutate(TestState.increment())
+        assert shard.state.value.value == 0
+    finally:
+        node.shutdown()
+
+
+def test_stopping_every_pykka_actor_stops_blocking_mutations() -> None:
+    import pykka
+
+    runtime = PykkaRuntime("a")
+    node = DStateNode(runtime)
+    try:
+        shard = node.register(TestState)
+        pykka.ActorRegistry.stop_all()
+        with pytest.raises(NodeShutdownError):
+            shard.mutate(TestState.increment())
+        assert shard.state.value.value == 0
+    finally:
+        node.shutdown()
+        runtime.shutdown()
+
+
+def test_a_committed_batch_settles_its_futures_even_if_a_send_fails() -> None:
+    """A view change told to a stopped notifier must not strand the batch's callers."""
+    runtime = PykkaRuntime("a")
+    node = DStateNode(runtime)
+    try:
+        shard = node.register(TestState)
+        shard.subscribe(lambda *_: None)
+        shard._notifier.stop()  # the notifier is gone (a shutdown under way)
+        assert shard.mutate(TestState.increment()).age == 1
+        pipelined = [shard.mutate(TestState.increment(), block=False) for _ in range(3)]
+        assert [f.result(timeout=5).age for f in pipelined] == [2, 3, 4]
+    finally:
+        node.shutdown()
+        runtime.shutdown()

@@ -31,6 +31,7 @@ from typing import Any, NoReturn
 from dstate_core import (
     DeltaDistributedState,
     Generation,
+    MutationError,
     StalePeerError,
     StateConfig,
     SyncStrategy,
@@ -39,7 +40,7 @@ from dstate_core import (
 from dstate_core.engine._pulls import PROBE_BACKOFF_CAP
 from dstate_core.testing import (
     DeterministicCluster,
-    InMemoryPersistence,
+    FailingPersistence,
     TestDeltaState,
     TestState,
     UrgentDeltaState,
@@ -86,7 +87,7 @@ class Schedule:
         self.state_type, self.strategy_name = self.kinds[0]
         self.node_ids = [f"n{i}" for i in range(rng.choice((3, 3, 4, 5, 6)))]
         self.stores = {
-            (node, kind.NAME): InMemoryPersistence()
+            (node, kind.NAME): FailingPersistence()
             for node in self.node_ids
             for kind, _ in self.kinds
         }
@@ -152,12 +153,29 @@ class Schedule:
     # -- steps --------------------------------------------------------------------
 
     def mutate(self, node: str) -> None:
-        """One mutation, or a burst: pipelined ones and a blocking last, one batch."""
+        """One mutation, or a burst: pipelined ones and a blocking last, one batch (whose
+        one save sometimes fails: then every mutation of it fails and nothing changes)."""
         shard = self.shard(node)
         rng = self.rng
         burst = rng.choice((1, 1, 1, 2, 5))
+        failing = self.persistent[node] and rng.random() < 0.05
+        before = shard.state.generation
+        if failing:
+            self.log.append(f"{node}: its next save fails")
+            self.stores[node, self.state_type.NAME].fail_next_save()
         pipelined = [self.one_mutation(node, shard, block=False) for _ in range(burst - 1)]
-        generation = self.one_mutation(node, shard, block=True)
+        try:
+            generation = self.one_mutation(node, shard, block=True)
+        except MutationError:
+            if not failing:
+                raise
+            if any(not isinstance(f.exception(timeout=0), MutationError) for f in pipelined):
+                self.fail("a mutation of a batch whose save failed did not fail")
+            if shard.state.generation != before:
+                self.fail(f"a batch whose save failed moved {before} to {shard.state.generation}")
+            return
+        if failing:
+            self.fail("a batch whose save failed was committed")
         for back, future in enumerate(reversed(pipelined), start=1):
             got = future.result(timeout=0)
             if got.incarnation != generation.incarnation or got.age != generation.age - back:
