@@ -29,6 +29,7 @@ __all__ = [
     "no_tick",
     "print_tables",
     "ratio",
+    "wait_until",
 ]
 
 #: Called once per finished step with a short label (drives the progress bar).
@@ -180,3 +181,16 @@ def _sig(value: float) -> str:
     if abs(value) >= 1:
         return f"{value:.2f}"
     return f"{value:.3g}"
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float, every: float) -> None:
+    """Poll ``predicate`` every ``every`` seconds until it holds.
+
+    Raises:
+        TimeoutError: it did not hold within ``timeout`` seconds (``what`` names it).
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen within {timeout:g} s")
+        time.sleep(every)

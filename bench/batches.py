@@ -35,7 +35,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from bench._report import Table, Tick, fmt_rate, no_tick, print_tables
+from bench._report import Table, Tick, fmt_rate, no_tick, print_tables, wait_until
 from dstate_core import Generation, StateConfig
 from dstate_core.persistence import FilePersistence
 from dstate_core.persistence._sqlite import SqlitePersistence
@@ -86,11 +86,7 @@ def _backend(name: str, directory: Path) -> Any:
 
 
 def _wait(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"persisted_batches: {what} within {timeout}s")
-        time.sleep(0.0005)
+    wait_until(predicate, what, timeout, 0.0005)
 
 
 def measure(backend: str | None, mode: str) -> Run:

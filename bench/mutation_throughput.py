@@ -37,7 +37,16 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
-from bench._report import Table, Tick, fmt_rate, fmt_seconds, no_tick, print_tables, ratio
+from bench._report import (
+    Table,
+    Tick,
+    fmt_rate,
+    fmt_seconds,
+    no_tick,
+    print_tables,
+    ratio,
+    wait_until,
+)
 from bench.pykka_cluster import Result, measure_deterministic, measure_pykka
 
 __all__ = ["STEPS", "main", "tables"]
@@ -225,11 +234,7 @@ def measure_thespian(factory: Callable[..., Any]) -> Result:
 
 
 def _poll(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} did not finish within {timeout} s")
-        time.sleep(0.001)
+    wait_until(predicate, what, timeout, 0.001)
 
 
 def _percentile(samples: list[float], q: float) -> float:

@@ -52,6 +52,7 @@ from bench._report import (
     no_tick,
     print_tables,
     ratio,
+    wait_until,
 )
 from dstate_core.net import curve_keys
 from dstate_core.process import free_port
@@ -78,11 +79,7 @@ STEPS = 2 + 2 + ROUNDS + 1 + 1 + CRASHES
 
 
 def _wait(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not happen within {timeout} s")
-        time.sleep(0.01)
+    wait_until(predicate, what, timeout, 0.01)
 
 
 def _pct(samples: list[float], q: float) -> float:

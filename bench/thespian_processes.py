@@ -46,7 +46,16 @@ from thespian.actors import Actor  # type: ignore[import-untyped]
 from thespian.system.transport import TCPTransport  # type: ignore[import-untyped]
 
 from bench._nodes import visibility
-from bench._report import Table, Tick, fmt_rate, fmt_seconds, no_tick, print_tables, ratio
+from bench._report import (
+    Table,
+    Tick,
+    fmt_rate,
+    fmt_seconds,
+    no_tick,
+    print_tables,
+    ratio,
+    wait_until,
+)
 from dstate_core.process import free_port
 from dstate_thespian import NodeHandle
 from dstate_thespian._thespian import failure_detection_bound, start_system
@@ -217,11 +226,7 @@ def _full(handle: NodeHandle, ids: tuple[str, ...]) -> bool:
 
 
 def _wait(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not complete within {timeout} s")
-        time.sleep(0.01)
+    wait_until(predicate, what, timeout, 0.01)
 
 
 @dataclass
