@@ -293,7 +293,9 @@ class TestPorts:
 
         second = spawn("x", port, None)
         second.ready()
-        assert any("stopped the stale actor system of node 'x'" in s for s in second.stderr)
+        # stderr has its own reader thread: the line may arrive just after "ready".
+        stale = "stopped the stale actor system of node 'x'"
+        assert wait_until(lambda: any(stale in s for s in second.stderr), 5), second.stderr
         assert not any(pid_alive(pid) for pid in ready["pids"])
         assert second.close_stdin() == 0
 
